@@ -1,0 +1,1 @@
+"""Pieces shared by the server, the vault and the edge agent."""

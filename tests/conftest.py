@@ -1,0 +1,6 @@
+"""Test configuration: real services, started by the fixtures under tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.openbao",
+]
