@@ -1,0 +1,1 @@
+"""The platform gRPC server: auth, residents, codes, verification, checkpoints, admin."""

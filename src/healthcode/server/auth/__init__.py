@@ -1,0 +1,1 @@
+"""Authentication: SMS login, sessions, device enrolment, and the role policy per RPC."""

@@ -1,0 +1,1 @@
+"""Checkpoints domain of the platform server."""

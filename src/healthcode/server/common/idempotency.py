@@ -1,0 +1,79 @@
+"""Retry-safe writes: the first response for (caller, method, request_id) is stored in the same
+transaction as the write and returned again for every retry.
+
+Use inside a unit of work::
+
+    def work(session):
+        replay = idempotency.replay(session, caller, METHOD, req.request_id, req, Resp)
+        if replay is not None:
+            return replay
+        ... write ...
+        idempotency.remember(session, caller, METHOD, req.request_id, req, resp)
+        return resp
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy.orm import Session
+
+from healthcode.common.errors import FailedPrecondition, invalid
+from healthcode.server.db.models import IdempotencyRecord
+
+M = TypeVar("M", bound=Message)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def check_request_id(request_id: str, field: str = "request_id", *, required: bool = False) -> None:
+    """Validate a client request id (1-64 URL-safe characters)."""
+    if not request_id:
+        if required:
+            raise invalid(field, "is required")
+        return
+    if not _REQUEST_ID.match(request_id):
+        raise invalid(field, "must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+
+
+def _hash(request: Message) -> bytes:
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+
+
+def replay(
+    session: Session, caller_id: str, method: str, request_id: str, request: Message,
+    response_type: type[M],
+) -> M | None:
+    """The stored response for a retried request, or None for a first attempt."""
+    if not request_id:
+        return None
+    record = session.get(IdempotencyRecord, (caller_id, method, request_id))
+    if record is None:
+        return None
+    if record.request_hash != _hash(request):
+        raise FailedPrecondition(
+            "REQUEST_ID_REUSED", "request_id was already used for a different request"
+        )
+    response = response_type()
+    response.ParseFromString(record.response)
+    return response
+
+
+def remember(
+    session: Session, caller_id: str, method: str, request_id: str, request: Message,
+    response: Message,
+) -> None:
+    """Store the response of a first attempt (same transaction as the write)."""
+    if not request_id:
+        return
+    session.add(
+        IdempotencyRecord(
+            caller_id=caller_id,
+            method=method,
+            request_id=request_id,
+            request_hash=_hash(request),
+            response=response.SerializeToString(deterministic=True),
+        )
+    )

@@ -1,0 +1,42 @@
+"""Alembic environment of the platform server (run through healthcode.server.db.migrate)."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+import healthcode.server.db.all_models  # noqa: F401 - registers every table
+from healthcode.server.db.base import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run() -> None:
+    """Run migrations on the given connection, or on one made from the URL."""
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = engine_from_config(
+        config.get_section(config.config_ini_section) or {},
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
+    )
+    with engine.connect() as conn:
+        context.configure(
+            connection=conn,
+            target_metadata=target_metadata,
+            render_as_batch=conn.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run()

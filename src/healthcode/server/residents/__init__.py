@@ -1,0 +1,1 @@
+"""Residents domain of the platform server."""

@@ -1,0 +1,1 @@
+"""Status domain of the platform server."""

@@ -1,0 +1,64 @@
+"""Envelope encryption of values and blind-index inputs.
+
+- Values are encrypted with AES-256-GCM under the subject's data key. The associated data binds
+  the ciphertext to its field type, token and subject, so a ciphertext moved to another row fails.
+- Ciphertext layout: ``0x01 | nonce (12) | ciphertext+tag``.
+- Blind-index messages are domain-separated per field type; non-searchable types (names,
+  addresses) also include the subject, so equal names of different people never link.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from healthcode.vault.fields import SEARCHABLE, FieldType
+
+_VERSION = b"\x01"
+DEK_BYTES = 32
+
+
+class IntegrityFailure(Exception):
+    """A ciphertext or wrapped key failed authentication."""
+
+
+def new_data_key() -> bytes:
+    """A fresh random 256-bit data key."""
+    return os.urandom(DEK_BYTES)
+
+
+def _aad(field_type: FieldType, token: str, subject_id: str) -> bytes:
+    return b"\x00".join(
+        (b"healthcode.vault.v1", field_type.value.encode(), token.encode(), subject_id.encode())
+    )
+
+
+def encrypt_value(dek: bytes, field_type: FieldType, token: str, subject_id: str, value: str) -> bytes:
+    """Encrypt one canonical value."""
+    nonce = os.urandom(12)
+    sealed = AESGCM(dek).encrypt(nonce, value.encode("utf-8"), _aad(field_type, token, subject_id))
+    return _VERSION + nonce + sealed
+
+
+def decrypt_value(
+    dek: bytes, field_type: FieldType, token: str, subject_id: str, blob: bytes
+) -> str:
+    """Decrypt one value; raises :class:`IntegrityFailure` when anything was changed."""
+    if len(blob) < 1 + 12 + 16 or blob[:1] != _VERSION:
+        raise IntegrityFailure("malformed ciphertext")
+    try:
+        plain = AESGCM(dek).decrypt(blob[1:13], blob[13:], _aad(field_type, token, subject_id))
+    except InvalidTag as exc:
+        raise IntegrityFailure("ciphertext authentication failed") from exc
+    return plain.decode("utf-8")
+
+
+def blind_index_message(field_type: FieldType, canonical: str, subject_id: str) -> bytes:
+    """The HMAC input for a value's blind index."""
+    parts = [b"healthcode.vault.bidx.v1", field_type.value.encode()]
+    if field_type not in SEARCHABLE:
+        parts.append(subject_id.encode())
+    parts.append(canonical.encode("utf-8"))
+    return b"\x00".join(parts)

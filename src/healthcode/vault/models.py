@@ -1,0 +1,130 @@
+"""The vault's tables (SQLAlchemy Core; the schema is created by the Alembic migrations).
+
+Nothing here holds plaintext personal data: values are AES-GCM ciphertext, blind indexes are HMACs,
+data keys are wrapped, and only the masked display form (``139****1234``) is stored in clear.
+Times are integer microseconds since the Unix epoch so that audit hashes are reproducible on every
+database.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+subject_keys = Table(
+    "subject_keys",
+    metadata,
+    Column("subject_id", String(128), primary_key=True),
+    Column("wrapped_dek", Text, nullable=True),
+    Column("kek_version", Integer, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("erased_at", BigInteger, nullable=True),
+    Index("ix_subject_keys_kek_version", "kek_version"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("token", String(32), primary_key=True),
+    Column("field_type", String(16), nullable=False),
+    Column("subject_id", String(128), nullable=False),
+    Column("bidx", LargeBinary(32), nullable=True),
+    Column("ciphertext", LargeBinary, nullable=True),
+    Column("masked", String(300), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("erased_at", BigInteger, nullable=True),
+    UniqueConstraint("field_type", "bidx", name="uq_tokens_field_type_bidx"),
+    Index("ix_tokens_subject_id", "subject_id"),
+)
+
+key_material = Table(
+    "key_material",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("wrapped", Text, nullable=False),
+    Column("kek_version", Integer, nullable=False),
+    Column("public_key", LargeBinary, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", String(24), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("secret_hash", LargeBinary(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Index("ix_credentials_name", "name"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("caller", String(64), nullable=False),
+    Column("caller_role", String(32), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("tokens", Text, nullable=False),
+    Column("subject_ids", Text, nullable=False),
+    Column("field_types", Text, nullable=False),
+    Column("reference", String(128), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("policy_version", BigInteger, nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Index("ix_audit_events_seq", "seq"),
+    Index("ix_audit_events_caller", "caller"),
+    Index("ix_audit_events_occurred_at", "occurred_at"),
+)
+
+audit_event_tokens = Table(
+    "audit_event_tokens",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("token", String(32), primary_key=True),
+    Index("ix_audit_event_tokens_token", "token"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+audit_roots = Table(
+    "audit_roots",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("head_hash", LargeBinary(32), nullable=False),
+    Column("signed_at", BigInteger, nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("statement", LargeBinary, nullable=False),
+)
