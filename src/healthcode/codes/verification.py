@@ -95,10 +95,11 @@ class CodeVerifier:
         ``revoked`` overrides the verifier's revocation set for this call. Returns the verified
         claims and key; raises a :class:`CodeRejected` subclass otherwise.
         """
-        decoded = decode_code(code, max_length=self.max_length, max_inflated=self.max_inflated)
-        claims = decoded.claims
+        message = cose.parse_sign1(envelope.unwrap(code, max_length=self.max_length,
+                                                   max_inflated=self.max_inflated))
+        claims = HealthCodeClaims.from_cbor_map(cbor_loads_strict(message.payload, "CWT claims"))
         skew = self.clock_skew
-        key = self._find_key(decoded, skew)
+        key = self._find_key(message, claims, skew)
         if now is None:
             now = time.time()
         if now >= claims.expires_at + skew:
@@ -123,12 +124,11 @@ class CodeVerifier:
                 results.append(rejected)
         return results
 
-    def _find_key(self, decoded: DecodedCode, skew: int) -> VerifierKey:
-        claims = decoded.claims
-        candidates = [k for k in self.keys.get(decoded.kid) if k.issuer == claims.issuer]
+    def _find_key(self, message: cose.Sign1, claims: HealthCodeClaims, skew: int
+                  ) -> VerifierKey:
+        candidates = [k for k in self.keys.get(message.kid) if k.issuer == claims.issuer]
         if not candidates:
             raise UnknownKid("no trusted key of the code's issuer has this kid")
-        message = decoded.message
         if len(message.signature) != cose.SIGNATURE_LENGTH:
             raise BadSignature("an ES256 signature is 64 bytes")
         failure: CodeRejected = BadSignature("no key with this kid verifies the signature")
