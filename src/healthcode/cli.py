@@ -201,7 +201,7 @@ def admin_bootstrap(
     settings = ServerSettings()
 
     async def main() -> str:
-        platform = await asyncio.to_thread(build_platform, settings)
+        platform = await build_platform(settings)
         try:
             return await bootstrap_admin(platform, phone, name)
         finally:

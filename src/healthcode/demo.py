@@ -52,7 +52,7 @@ async def _seed(home: Path, vault_address: str) -> Path | None:
     from healthcode.server.settings import ServerSettings
 
     settings = ServerSettings(home=home, privacy_vault_address=vault_address)
-    platform = await asyncio.to_thread(build_platform, settings)
+    platform = await build_platform(settings)
     try:
         seeded = await platform.db.run(
             lambda s: s.get(Setting, "demo_seeded") is not None

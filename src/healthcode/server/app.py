@@ -53,18 +53,21 @@ def _load(path: str) -> object:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_platform(settings: ServerSettings) -> Platform:
-    """Create the shared objects; runs database migrations first."""
+async def build_platform(settings: ServerSettings) -> Platform:
+    """Create the shared objects; runs database migrations first (call in the serving loop)."""
     from healthcode.server.auth.sms import make_sms_sender
     from healthcode.server.codes.keystore import KeyStore
     from healthcode.server.db.migrate import upgrade
     from healthcode.vault.client import VaultClient
 
-    settings.server_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
-    secret = load_or_create_secret(settings.server_dir / "secret.key")
+    def prepare() -> tuple[bytes, Database]:
+        settings.server_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.database_url)
+        secret = load_or_create_secret(settings.server_dir / "secret.key")
+        return secret, Database.from_url(settings.database_url, threads=settings.db_threads)
+
+    secret, db = await asyncio.to_thread(prepare)
     paging.set_token_key(secret)
-    db = Database.from_url(settings.database_url, threads=settings.db_threads)
     vault = VaultClient.connect(
         settings.privacy_vault_address,
         settings.privacy_vault_credential_value(),
@@ -76,7 +79,7 @@ def build_platform(settings: ServerSettings) -> Platform:
         vault=vault,
         secret=secret,
         keys=KeyStore(db, settings, secret),
-        sms=make_sms_sender(settings),
+        sms=make_sms_sender(settings, secret),
     )
 
 
@@ -140,46 +143,69 @@ def build_server(
     return server, health_servicer
 
 
+class PlatformServer:
+    """One server instance: ``await start()`` returns the bound port, ``await stop()`` ends it."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.port = 0
+        self.platform: Platform | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Migrate, build, bind and serve."""
+        settings = self.settings
+        self.platform = platform = await build_platform(settings)
+        server, self._health = build_server(platform)
+        creds = server_credentials(settings)
+        port = (
+            server.add_secure_port(settings.listen, creds)
+            if creds
+            else server.add_insecure_port(settings.listen)
+        )
+        if port == 0:
+            raise RuntimeError(f"cannot listen on {settings.listen}")
+        await server.start()
+        self._server, self.port = server, port
+        for _, _, name in SERVICES:
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._housekeeping = asyncio.create_task(_housekeeping(platform))
+        log.info("server serving", port=port, tls=creds is not None)
+        return port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Drain calls, stop serving and release the database and the vault channel."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        if self._server is not None and self._health is not None:
+            await self._health.enter_graceful_shutdown()
+            await self._server.stop(grace)
+            self._server = None
+        if self.platform is not None:
+            await self.platform.vault.close()
+            await asyncio.to_thread(self.platform.db.close)
+            self.platform = None
+        log.info("server stopped")
+
+
 async def serve(
     settings: ServerSettings,
     *,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
-    bound_port: list[int] | None = None,
 ) -> None:
     """Run the server until ``stop`` is set (or forever); sets ``ready`` once serving."""
-    platform = await asyncio.to_thread(build_platform, settings)
-    server, health_servicer = build_server(platform)
-    creds = server_credentials(settings)
-    port = (
-        server.add_secure_port(settings.listen, creds)
-        if creds
-        else server.add_insecure_port(settings.listen)
-    )
-    if port == 0:
-        raise RuntimeError(f"cannot listen on {settings.listen}")
-    if bound_port is not None:
-        bound_port.append(port)
-    await server.start()
-    for _, _, name in SERVICES:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    housekeeping = asyncio.create_task(_housekeeping(platform))
-    log.info("server serving", port=port, tls=creds is not None)
-    if ready is not None:
-        ready.set()
+    server = PlatformServer(settings)
     try:
-        if stop is None:
-            await server.wait_for_termination()
-        else:
-            await stop.wait()
+        await server.start()
+        if ready is not None:
+            ready.set()
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
-        housekeeping.cancel()
-        await health_servicer.enter_graceful_shutdown()
-        await server.stop(grace=5)
-        await platform.vault.close()
-        platform.db.close()
-        log.info("server stopped")
+        await asyncio.shield(server.stop())
 
 
 async def _housekeeping(platform: Platform) -> None:

@@ -429,9 +429,16 @@ def _lis_members(values: list[int]) -> set[int]:
 
 
 def verify_chain(
-    events: Iterable[EventRow], roots: Sequence[RootRow], keys: dict[str, Ed25519PublicKey]
+    events: Iterable[EventRow],
+    roots: Sequence[RootRow],
+    keys: dict[str, Ed25519PublicKey],
+    claimed_head: int = 0,
 ) -> VerifyReport:
-    """Check every event and root; see the module docstring for the classification."""
+    """Check every event and root; see the module docstring for the classification.
+
+    ``claimed_head`` is the head position the database records (unauthenticated, but it makes a
+    truncated tail visible even after the last signed root).
+    """
     rows = list(events)
     report = VerifyReport(event_count=len(rows), root_count=len(roots))
     findings: list[Finding] = []
@@ -509,7 +516,7 @@ def verify_chain(
             ))
             continue
         valid_roots.append(root)
-    top = max([0, *by_seq, *(r.seq for r in valid_roots)])
+    top = max([0, claimed_head, *by_seq, *(r.seq for r in valid_roots)])
     missing = set(range(1, top + 1)) - set(by_seq)
     for row in forged:
         if row.seq in missing:
@@ -545,7 +552,8 @@ def verify_database(engine: Engine, keys: dict[str, Ed25519PublicKey] | None = N
     """Verify the log in a database (with the stored public key unless ``keys`` is given)."""
     with engine.connect() as conn:
         trusted = keys if keys is not None else stored_public_keys(conn)
-        return verify_chain(read_events(conn), read_roots(conn), trusted)
+        head = conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar()
+        return verify_chain(read_events(conn), read_roots(conn), trusted, int(head or 0))
 
 
 # -- export for offline auditors ----------------------------------------------------------------

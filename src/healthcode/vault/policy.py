@@ -135,7 +135,7 @@ def parse_policy(text: str) -> Policy:
         ):
             raise PolicyError(f"{where}.callers: must be a non-empty list of strings")
         try:
-            access = Access(raw.get("access"))
+            access = Access(str(raw.get("access")))
         except ValueError as exc:
             raise PolicyError(f"{where}.access: must be plain, masked or deny") from exc
         rules.append(

@@ -32,58 +32,58 @@ class VaultSettings(BaseSettings):
 
     home: Path = Field(
         default_factory=_default_home,
-        validation_alias=AliasChoices("home", "HEALTHCODE_VAULT_HOME", "HEALTHCODE_HOME"),
+        validation_alias=AliasChoices("HEALTHCODE_VAULT_HOME", "HEALTHCODE_HOME"),
         description="The platform data directory; the vault uses its vault/ subdirectory.",
     )
-    listen: str = Field(DEFAULT_LISTEN, description="host:port for gRPC; port 0 picks a free one.")
+    listen: str = Field(default=DEFAULT_LISTEN, description="host:port for gRPC; port 0 picks a free one.")
     database_url: SecretStr | None = Field(
-        None, description="SQLAlchemy URL; default sqlite:///$HEALTHCODE_HOME/vault/vault.sqlite3."
+        default=None, description="SQLAlchemy URL; default sqlite:///$HEALTHCODE_HOME/vault/vault.sqlite3."
     )
     backend: Literal["local", "transit"] = "local"
-    key_file: Path | None = Field(None, description="Local backend key file (default under vault/).")
+    key_file: Path | None = Field(default=None, description="Local backend key file (default under vault/).")
 
     transit_addr: str | None = Field(
-        None, validation_alias=AliasChoices("transit_addr", "HEALTHCODE_VAULT_TRANSIT_ADDR", "VAULT_ADDR")
+        default=None, validation_alias=AliasChoices("HEALTHCODE_VAULT_TRANSIT_ADDR", "VAULT_ADDR")
     )
     transit_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("transit_token", "HEALTHCODE_VAULT_TRANSIT_TOKEN", "VAULT_TOKEN"),
+        default=None,
+        validation_alias=AliasChoices("HEALTHCODE_VAULT_TRANSIT_TOKEN", "VAULT_TOKEN"),
     )
     approle_role_id: str | None = Field(
-        None, validation_alias=AliasChoices("approle_role_id", "HEALTHCODE_VAULT_APPROLE_ROLE_ID",
+        default=None, validation_alias=AliasChoices("HEALTHCODE_VAULT_APPROLE_ROLE_ID",
                                             "VAULT_ROLE_ID")
     )
     approle_secret_id: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("approle_secret_id", "HEALTHCODE_VAULT_APPROLE_SECRET_ID",
+        default=None, validation_alias=AliasChoices("HEALTHCODE_VAULT_APPROLE_SECRET_ID",
                                             "VAULT_SECRET_ID")
     )
     transit_namespace: str | None = Field(
-        None, validation_alias=AliasChoices("transit_namespace", "HEALTHCODE_VAULT_TRANSIT_NAMESPACE",
+        default=None, validation_alias=AliasChoices("HEALTHCODE_VAULT_TRANSIT_NAMESPACE",
                                             "VAULT_NAMESPACE")
     )
     transit_cacert: str | None = Field(
-        None, validation_alias=AliasChoices("transit_cacert", "HEALTHCODE_VAULT_TRANSIT_CACERT",
+        default=None, validation_alias=AliasChoices("HEALTHCODE_VAULT_TRANSIT_CACERT",
                                             "VAULT_CACERT")
     )
     transit_mount: str = "transit"
     transit_kek_name: str = "healthcode-vault-kek"
     transit_bidx_name: str = "healthcode-vault-bidx"
-    transit_timeout: float = Field(3.0, gt=0, description="Seconds per transit HTTP call.")
-    transit_batch_size: int = Field(250, gt=0, le=300, description="Items per transit batch call.")
+    transit_timeout: float = Field(default=3.0, gt=0, description="Seconds per transit HTTP call.")
+    transit_batch_size: int = Field(default=250, gt=0, le=300, description="Items per transit batch call.")
 
-    policy_file: Path | None = Field(None, description="Access policy (TOML); default under vault/.")
-    dek_cache_size: int = Field(100_000, ge=0, description="Unwrapped data keys kept in memory.")
-    dek_cache_ttl: float = Field(600.0, ge=0, description="Seconds an unwrapped data key is kept.")
+    policy_file: Path | None = Field(default=None, description="Access policy (TOML); default under vault/.")
+    dek_cache_size: int = Field(default=100_000, ge=0, description="Unwrapped data keys kept in memory.")
+    dek_cache_ttl: float = Field(default=600.0, ge=0, description="Seconds an unwrapped data key is kept.")
     backend_check_interval: float = Field(
-        1.0, gt=0, description="Seconds between key backend health probes while serving."
+        default=1.0, gt=0, description="Seconds between key backend health probes while serving."
     )
-    audit_root_interval: float = Field(60.0, gt=0, description="Seconds between signed roots.")
-    max_batch: int = Field(1000, gt=0, description="Maximum items per batch call.")
+    audit_root_interval: float = Field(default=60.0, gt=0, description="Seconds between signed roots.")
+    max_batch: int = Field(default=1000, gt=0, description="Maximum items per batch call.")
 
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = Field(
-        None, description="When set, clients must present a certificate signed by this CA."
+        default=None, description="When set, clients must present a certificate signed by this CA."
     )
     mtls_identities: dict[str, str] = Field(
         default_factory=dict,

@@ -18,6 +18,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from healthcode.common.errors import ResourceExhausted, ServiceError, Unauthenticated
@@ -56,14 +57,23 @@ class IssuedCode:
 
 
 def issue_code(
-    session: Session, *, secret: bytes, settings: ServerSettings, phone: str, peer: str,
+    session: Session,
+    *,
+    secret: bytes,
+    settings: ServerSettings,
+    phone: str,
+    peer: str,
     now: dt.datetime,
 ) -> IssuedCode | ServiceError:
     """Create (or replace) the pending code of ``phone``; an error when throttled or limited."""
     try:
         ratelimit.hit(
-            session, f"otp-peer:{peer_ref(secret, peer)}", limit=settings.otp_per_peer_per_hour,
-            window_seconds=3600, now=now, reason="LOGIN_CODE_RATE_LIMITED",
+            session,
+            f"otp-peer:{peer_ref(secret, peer)}",
+            limit=settings.otp_per_peer_per_hour,
+            window_seconds=3600,
+            now=now,
+            reason="LOGIN_CODE_RATE_LIMITED",
         )
     except ResourceExhausted as err:
         return err
@@ -79,8 +89,12 @@ def issue_code(
             )
     try:
         ratelimit.hit(
-            session, f"otp-phone:{ref}", limit=settings.otp_per_phone_per_hour,
-            window_seconds=3600, now=now, reason="LOGIN_CODE_RATE_LIMITED",
+            session,
+            f"otp-phone:{ref}",
+            limit=settings.otp_per_phone_per_hour,
+            window_seconds=3600,
+            now=now,
+            reason="LOGIN_CODE_RATE_LIMITED",
         )
     except ResourceExhausted as err:
         return err
@@ -89,8 +103,12 @@ def issue_code(
     if row is None:
         session.add(
             LoginCode(
-                phone_ref=ref, code_hash=code_hash(secret, ref, code), sent_at=now,
-                expires_at=expires, attempts=0, used_at=None,
+                phone_ref=ref,
+                code_hash=code_hash(secret, ref, code),
+                sent_at=now,
+                expires_at=expires,
+                attempts=0,
+                used_at=None,
             )
         )
     else:
@@ -103,8 +121,14 @@ def issue_code(
 
 
 def verify_code(
-    session: Session, *, secret: bytes, settings: ServerSettings, phone: str, code: str,
-    peer: str, now: dt.datetime,
+    session: Session,
+    *,
+    secret: bytes,
+    settings: ServerSettings,
+    phone: str,
+    code: str,
+    peer: str,
+    now: dt.datetime,
 ) -> ServiceError | None:
     """Consume the code of ``phone`` if ``code`` matches; otherwise count the attempt.
 
@@ -112,8 +136,11 @@ def verify_code(
     """
     try:
         ratelimit.hit(
-            session, f"login-peer:{peer_ref(secret, peer)}",
-            limit=settings.login_per_peer_per_minute, window_seconds=60, now=now,
+            session,
+            f"login-peer:{peer_ref(secret, peer)}",
+            limit=settings.login_per_peer_per_minute,
+            window_seconds=60,
+            now=now,
             reason="LOGIN_RATE_LIMITED",
         )
     except ResourceExhausted as err:
@@ -136,8 +163,6 @@ def verify_code(
 
 def purge_expired(session: Session, *, now: dt.datetime) -> int:
     """Delete codes that can no longer be used nor throttle a resend (housekeeping)."""
-    from sqlalchemy import delete
-
     cutoff = now - dt.timedelta(seconds=RESEND_SECONDS)
     result = session.execute(
         delete(LoginCode).where(LoginCode.expires_at < now, LoginCode.sent_at < cutoff)

@@ -63,7 +63,7 @@ class OutboxSmsSender:
         """Log where codes go (once per process)."""
         with self._lock:
             if not self._announced:
-                log.info(f"development SMS outbox: codes are written to {self.path}")
+                log.info("development SMS outbox: codes are written to %s", self.path)
                 self._announced = True
 
     async def send_login_code(self, phone: str, code: str) -> None:
@@ -101,7 +101,8 @@ def make_sms_sender(settings: ServerSettings, secret: bytes | None = None) -> Sm
     """
     if settings.sms_sender == "outbox":
         if secret is None:
-            from healthcode.server.platform import load_or_create_secret
+            # Imported here: platform.py imports this module's types for its annotations.
+            from healthcode.server.platform import load_or_create_secret  # noqa: PLC0415
 
             secret = load_or_create_secret(settings.server_dir / "secret.key")
         sender = OutboxSmsSender(settings.sms_outbox, secret)

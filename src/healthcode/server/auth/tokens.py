@@ -22,7 +22,8 @@ def token_hash(token: str) -> bytes:
 
 
 def hash_enrollment_code(code: str) -> bytes:
-    """How ``DeviceEnrollment.code_hash`` is computed (AdminService.CreateDeviceEnrollment uses it)."""
+    """How ``DeviceEnrollment.code_hash`` is computed (AdminService.CreateDeviceEnrollment
+    must use it too)."""
     return token_hash(code.strip())
 
 

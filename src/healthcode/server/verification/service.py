@@ -1,0 +1,322 @@
+"""VerificationService: online verification, batch verification, trust and revocation lists,
+status by identity for the provincial platform.
+
+Hot path (VerifyCode): the key snapshot is in memory; decoding, the signature check, the holder
+lookup, the current colour and the passage insert all run in ONE unit of work on the database
+thread pool (one thread hop, one transaction: a join on the code id, an ``INSERT .. ON CONFLICT DO
+NOTHING RETURNING`` for the passage). No vault call: masked forms live on the Person row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from healthcode_sdk._gen.healthcode.v1 import common_pb2
+from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2 as pb
+from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2_grpc as pb_grpc
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from healthcode.codes import CodeExpired, CodeRejected, CodeVerifier, VerifiedCode
+from healthcode.common.errors import FieldViolation, InvalidArgument, NotFound, invalid
+from healthcode.common.identity import is_valid_id_number, normalize_id_number
+from healthcode.server.common.convert import to_timestamp
+from healthcode.server.common.idempotency import check_request_id
+from healthcode.server.common.principal import Principal, Role, current_principal
+from healthcode.server.db.base import new_id, utcnow
+from healthcode.server.db.models import AuditEvent, Person
+from healthcode.server.status.rules import current_color
+from healthcode.server.verification import store
+from healthcode.server.verification.validation import (
+    check_code_text,
+    check_direction,
+    check_temperature,
+)
+from healthcode.vault.fields import FieldType
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+if TYPE_CHECKING:
+    from healthcode.server.platform import Platform
+
+#: Most codes in one BatchVerifyCodes call.
+MAX_BATCH = 500
+#: Batches at least this large are verified on two threads (ECDSA releases the GIL).
+PARALLEL_BATCH = 64
+MAX_PURPOSE = 200
+
+_RECORDING_ROLES = frozenset({Role.STAFF, Role.DEVICE})
+_KEY_STATUS = {
+    "ACTIVE": pb.KEY_STATUS_ACTIVE,
+    "RETIRED": pb.KEY_STATUS_RETIRED,
+    "REVOKED": pb.KEY_STATUS_REVOKED,
+}
+_verify_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+
+
+def _ts(value: dt.datetime) -> Timestamp:
+    ts = to_timestamp(value)
+    assert ts is not None
+    return ts
+
+
+def _expire_ts(seconds: int) -> Timestamp:
+    return _ts(dt.datetime.fromtimestamp(seconds, tz=dt.UTC))
+
+
+def _verify_one(
+    session: Session,
+    verifier: CodeVerifier,
+    request: pb.VerifyCodeRequest,
+    principal: Principal,
+    direction: int,
+) -> pb.VerifyCodeResponse:
+    now = utcnow()
+    records = principal.role in _RECORDING_ROLES
+    scan_id = request.request_id or new_id()
+    try:
+        verified = verifier.verify(request.code, now=now.timestamp())
+    except CodeExpired as rejected:
+        # A retry of a scan that was recorded before the code expired gets its first answer.
+        if records and request.request_id:
+            done = store.existing_passage(session, principal.id, scan_id)
+            if done is not None:
+                return _replayed(session, done)
+        raise store.rejection_error(rejected) from None
+    except CodeRejected as rejected:
+        raise store.rejection_error(rejected) from None
+    holder = store.holder_or_reject(
+        store.find_holders(session, [verified.claims.code_id]), verified
+    )
+    person = holder.person
+    color = current_color(session, person, now)
+    decision = store.decide(color, request.temperature_celsius)
+    passage_id = ""
+    if records:
+        gate = store.gate_for(session, principal.id, principal.checkpoint_id)
+        recorded = store.record_passage(
+            session,
+            gate,
+            store.PassageInput(
+                scan_id=scan_id,
+                direction=direction,
+                method=common_pb2.PASSAGE_METHOD_QR_CODE,
+                temperature=request.temperature_celsius,
+                occurred_at=now,
+            ),
+            person.id,
+            color,
+            decision,
+        )
+        passage_id, color, decision = recorded.passage_id, recorded.color, recorded.decision
+    claims = verified.claims
+    return pb.VerifyCodeResponse(
+        color=color,  # type: ignore[arg-type]
+        signed_color=int(claims.colour),  # type: ignore[arg-type]
+        kind=int(claims.kind),  # type: ignore[arg-type]
+        identity=store.masked_identity(person),
+        expire_time=_expire_ts(claims.expires_at),
+        decision=decision,  # type: ignore[arg-type]
+        passage_id=passage_id,
+        id_card_required=claims.kind == 2,
+    )
+
+
+def _replayed(session: Session, done: store.Recorded) -> pb.VerifyCodeResponse:
+    person = session.get(Person, done.person_id)
+    if person is None:
+        raise NotFound(store.CODE_NOT_FOUND, "code is not known to this platform")
+    return pb.VerifyCodeResponse(
+        color=done.color,  # type: ignore[arg-type]
+        identity=store.masked_identity(person),
+        decision=done.decision,  # type: ignore[arg-type]
+        passage_id=done.passage_id,
+    )
+
+
+def _verify_codes(
+    verifier: CodeVerifier, codes: list[str], now: float
+) -> list[VerifiedCode | CodeRejected]:
+    return verifier.verify_many(codes, now=now)
+
+
+def _batch_lookup(
+    session: Session, outcomes: list[VerifiedCode | CodeRejected]
+) -> pb.BatchVerifyCodesResponse:
+    now = utcnow()
+    ctis = [o.claims.code_id for o in outcomes if isinstance(o, VerifiedCode)]
+    holders = store.find_holders(session, ctis)
+    colours: dict[str, int] = {}
+    results = []
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, CodeRejected):
+            results.append(pb.CodeVerification(index=index, valid=False, reason=outcome.reason))
+            continue
+        holder = holders.get(outcome.claims.code_id)
+        if holder is None:
+            results.append(
+                pb.CodeVerification(index=index, valid=False, reason=store.CODE_NOT_FOUND)
+            )
+            continue
+        if holder.revoked:
+            results.append(pb.CodeVerification(index=index, valid=False, reason="CODE_REVOKED"))
+            continue
+        person = holder.person
+        color = colours.get(person.id)
+        if color is None:
+            color = colours[person.id] = current_color(session, person, now)
+        claims = outcome.claims
+        results.append(
+            pb.CodeVerification(
+                index=index,
+                valid=True,
+                color=color,  # type: ignore[arg-type]
+                signed_color=int(claims.colour),  # type: ignore[arg-type]
+                kind=int(claims.kind),  # type: ignore[arg-type]
+                expire_time=_expire_ts(claims.expires_at),
+                identity=store.masked_identity(person),
+            )
+        )
+    return pb.BatchVerifyCodesResponse(results=results)
+
+
+def _batch_unit(
+    session: Session, verifier: CodeVerifier, codes: list[str]
+) -> pb.BatchVerifyCodesResponse:
+    now = utcnow().timestamp()
+    if len(codes) >= PARALLEL_BATCH:
+        half = len(codes) // 2
+        other = _verify_pool.submit(_verify_codes, verifier, codes[half:], now)
+        outcomes = _verify_codes(verifier, codes[:half], now) + other.result()
+    else:
+        outcomes = _verify_codes(verifier, codes, now)
+    return _batch_lookup(session, outcomes)
+
+
+def _status_by_token(
+    session: Session, principal: Principal, token: str | None, purpose: str
+) -> pb.QueryStatusByIdentityResponse:
+    now = utcnow()
+    person = (
+        session.execute(select(Person).where(Person.id_token == token)).scalar_one_or_none()
+        if token
+        else None
+    )
+    session.add(
+        AuditEvent(
+            actor_id=principal.id,
+            actor_role=principal.role.value,
+            action="QUERY_STATUS_BY_IDENTITY",
+            target=person.id if person is not None else "",
+            purpose=purpose,
+            outcome="FOUND" if person is not None else "NOT_FOUND",
+            occurred_at=now,
+        )
+    )
+    if person is None:
+        return pb.QueryStatusByIdentityResponse(found=False)
+    color = current_color(session, person, now)
+    return pb.QueryStatusByIdentityResponse(
+        color=color,  # type: ignore[arg-type]
+        found=True,
+        update_time=_ts(person.status_updated_at),
+        rules_version=person.rules_version,
+    )
+
+
+class VerificationService(pb_grpc.VerificationServiceServicer):
+    """healthcode.v1.VerificationService."""
+
+    def __init__(self, platform: Platform) -> None:
+        self._platform = platform
+        self._db = platform.db
+        self._keys = platform.keys
+
+    async def VerifyCode(  # noqa: N802 - gRPC method name
+        self, request: pb.VerifyCodeRequest, context: Ctx
+    ) -> pb.VerifyCodeResponse:
+        """Verify one code; staff and devices record a passage (deduplicated by request_id)."""
+        principal = current_principal()
+        check_code_text(request.code)
+        direction = check_direction(request.direction)
+        check_temperature(request.temperature_celsius)
+        check_request_id(request.request_id)
+        if principal.role in _RECORDING_ROLES:
+            principal.require_checkpoint()
+        snapshot = await self._keys.snapshot()
+        return await self._db.run(_verify_one, snapshot.verifier, request, principal, direction)
+
+    async def BatchVerifyCodes(  # noqa: N802 - gRPC method name
+        self, request: pb.BatchVerifyCodesRequest, context: Ctx
+    ) -> pb.BatchVerifyCodesResponse:
+        """Verify 1-500 codes; each result carries its own reason. Records nothing."""
+        current_principal()
+        codes = list(request.codes)
+        if not 1 <= len(codes) <= MAX_BATCH:
+            raise invalid("codes", f"must hold 1 to {MAX_BATCH} codes")
+        snapshot = await self._keys.snapshot()
+        return await self._db.run(_batch_unit, snapshot.verifier, codes)
+
+    async def GetTrustList(  # noqa: N802 - gRPC method name
+        self, request: pb.GetTrustListRequest, context: Ctx
+    ) -> pb.GetTrustListResponse:
+        """Every issuer key, and the same list signed with the trust-list key."""
+        trust = await self._keys.trust_list()
+        return pb.GetTrustListResponse(
+            keys=[
+                pb.TrustedKey(
+                    kid=info.kid,
+                    alg="ES256",
+                    spki_der=info.spki_der,
+                    issuer=info.issuer,
+                    not_before=_ts(info.not_before),
+                    not_after=_ts(info.not_after),
+                    status=_KEY_STATUS[info.status.value],
+                )
+                for info in trust.keys
+            ],
+            signed_trust_list=trust.signed,
+            signer_spki_der=trust.signer_spki_der,
+            issue_time=_ts(trust.issued_at),
+        )
+
+    async def GetRevocationList(  # noqa: N802 - gRPC method name
+        self, request: pb.GetRevocationListRequest, context: Ctx
+    ) -> pb.GetRevocationListResponse:
+        """Revoked printed codes that have not expired, signed with the trust-list key."""
+        revocation = await self._keys.revocation_list()
+        return pb.GetRevocationListResponse(
+            revoked_code_ids=list(revocation.revoked),
+            version=revocation.version,
+            signed_revocation_list=revocation.signed,
+            issue_time=_ts(revocation.issued_at),
+        )
+
+    async def QueryStatusByIdentity(  # noqa: N802 - gRPC method name
+        self, request: pb.QueryStatusByIdentityRequest, context: Ctx
+    ) -> pb.QueryStatusByIdentityResponse:
+        """A person's colour by ID number (audited); unknown persons are found=false."""
+        principal = current_principal()
+        number = normalize_id_number(request.id_number)
+        purpose = request.purpose.strip()
+        problems = []
+        if not is_valid_id_number(number):
+            problems.append(("id_number", "must be a valid identity number (GB 11643 or permit)"))
+        if not 1 <= len(purpose) <= MAX_PURPOSE or not purpose.isprintable():
+            problems.append(("purpose", f"must be 1-{MAX_PURPOSE} printable characters"))
+        if problems:
+            raise InvalidArgument(
+                "INVALID_ARGUMENT",
+                "invalid " + ", ".join(f for f, _ in problems),
+                violations=[FieldViolation(f, d) for f, d in problems],
+            )
+        try:
+            tokens = await self._platform.vault.lookup(FieldType.ID_NUMBER, [number])
+        except InvalidArgument:
+            raise invalid("id_number", "is not a valid identity number") from None
+        token = tokens[0] if tokens else None
+        return await self._db.run(_status_by_token, principal, token, purpose)
