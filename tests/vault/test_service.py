@@ -83,10 +83,13 @@ async def test_full_lifecycle(vault_factory, backend: str, db: str) -> None:
     toks = [r.token for r in results]
     assert await client.detokenize(toks, "CORRECTION_REVIEW") == [
         id_number(1), "张三丰", phone(1), "四川省攀枝花市东区炳草岗大街 1 号"]
-    # A purpose the policy allows only masked.
-    masked = await client.detokenize_items(toks, "IDENTITY_VERIFICATION")
-    assert [m.masked for m in masked] == [True] * 4
-    assert [m.value for m in masked] == [r.masked for r in results]
+    # A purpose the default policy allows only masked, and only for name and ID number.
+    masked = await client.detokenize_items(toks[:2], "IDENTITY_VERIFICATION")
+    assert [m.masked for m in masked] == [True] * 2
+    assert [m.value for m in masked] == [r.masked for r in results[:2]]
+    with pytest.raises(PermissionDenied) as no_phone:
+        await client.detokenize(toks, "IDENTITY_VERIFICATION")
+    assert no_phone.value.reason == "POLICY_DENIED"
     assert await client.mask(toks) == [r.masked for r in results]
 
     # Erase: crypto-shred; detokenize, mask and lookup fail or find nothing afterwards.
@@ -115,7 +118,7 @@ async def test_full_lifecycle(vault_factory, backend: str, db: str) -> None:
     report = verify_database(env.db())
     assert report.ok, report.findings
     actions = [r.action for r in audit_rows(env, "DETOKENIZE")]
-    assert len(actions) == 4  # allowed, masked, erased token (failed), other person
+    assert len(actions) == 5  # plain, masked, denied, erased token (failed), other person
 
 
 @pytest.mark.parametrize(("backend", "db"), COMBOS)

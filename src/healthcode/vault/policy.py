@@ -45,20 +45,28 @@ _RANK = {Access.PLAIN: 0, Access.MASKED: 1, Access.DENY: 2}
 DEFAULT_POLICY = """\
 # Access policy of the healthcode privacy vault (see docs/adr/0101-vault-key-hierarchy.md).
 # Increase `version` with every change; each decision records the version it used.
+# Anything no rule allows is denied; when rules overlap the most restrictive one wins.
 version = 1
 
-# The platform server may show a person their own data, and officials may see plaintext while
-# reviewing a correction or investigating an outbreak.
+# A person sees their own data; officials see plaintext while reviewing a correction.
 [[rule]]
 callers = ["role:platform"]
 fields = ["ID_NUMBER", "PHONE", "NAME", "ADDRESS"]
-purposes = ["DATA_SUBJECT_REQUEST", "CORRECTION_REVIEW", "EPIDEMIOLOGICAL_INVESTIGATION"]
+purposes = ["DATA_SUBJECT_REQUEST", "CORRECTION_REVIEW"]
 access = "plain"
 
-# Checkpoints and the provincial platform only ever see masked identity.
+# Contact tracing needs to reach people: name, phone, address and ID number.
 [[rule]]
 callers = ["role:platform"]
 fields = ["ID_NUMBER", "PHONE", "NAME", "ADDRESS"]
+purposes = ["EPIDEMIOLOGICAL_INVESTIGATION"]
+access = "plain"
+
+# Checkpoints and the provincial platform only ever see masked name and ID number,
+# and never phone numbers or addresses.
+[[rule]]
+callers = ["role:platform"]
+fields = ["ID_NUMBER", "NAME"]
 purposes = ["IDENTITY_VERIFICATION", "PROVINCIAL_MUTUAL_RECOGNITION"]
 access = "masked"
 """

@@ -82,6 +82,18 @@ _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 )
 
 
+_call_roles: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "healthcode_call_role", default=None
+)
+
+
+def open_call_record() -> list[str]:
+    """Start recording the caller's role for the access log (outermost interceptor)."""
+    record: list[str] = []
+    _call_roles.set(record)
+    return record
+
+
 def current_principal() -> Principal:
     """The principal of the call being served; UNAUTHENTICATED when there is none."""
     principal = _current.get()
@@ -97,6 +109,9 @@ def maybe_principal() -> Principal | None:
 
 def set_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:
     """Bind the principal for the current call (the auth interceptor does this)."""
+    record = _call_roles.get()
+    if record is not None and principal is not None:
+        record.append(principal.role.value)
     return _current.set(principal)
 
 

@@ -13,7 +13,7 @@ import grpc
 import structlog
 from prometheus_client import Counter, Histogram
 
-from healthcode.server.common.principal import maybe_principal
+from healthcode.server.common.principal import open_call_record
 from healthcode.server.interceptors._wrap import wrap_handler
 
 log = structlog.get_logger("healthcode.access")
@@ -30,6 +30,7 @@ RPC_LATENCY = Histogram(
 @asynccontextmanager
 async def _log_call(context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
     start = time.perf_counter()
+    roles = open_call_record()
     try:
         yield
     finally:
@@ -40,13 +41,12 @@ async def _log_call(context: grpc.aio.ServicerContext, method: str) -> AsyncIter
         )
         RPC_COUNT.labels(method, code_name).inc()
         RPC_LATENCY.labels(method).observe(elapsed)
-        principal = maybe_principal()
         log.debug(
             "rpc",
             method=method,
             code=code_name,
             ms=round(elapsed * 1000, 2),
-            role=principal.role.value if principal else "anonymous",
+            role=roles[0] if roles else "anonymous",
         )
 
 
