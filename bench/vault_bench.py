@@ -67,10 +67,19 @@ def start_openbao(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     token = f"bench-{secrets.token_hex(6)}"
     log = (workdir / "bao.log").open("wb")
     proc = subprocess.Popen(
-        [bao, "server", "-dev", f"-dev-root-token-id={token}",
-         f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(workdir)},
-        start_new_session=True)
+        [
+            bao,
+            "server",
+            "-dev",
+            f"-dev-root-token-id={token}",
+            f"-dev-listen-address=127.0.0.1:{port}",
+            "-dev-no-store-token",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HOME": str(workdir)},
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_http(url)
     return proc, url, token
@@ -94,7 +103,9 @@ def raw_transit(url: str, token: str, items: int, batch: int) -> dict[str, float
     cts = []
     t = time.perf_counter()
     for p in plain[:n_single]:
-        cts.append(client.secrets.transit.encrypt_data(name=name, plaintext=p)["data"]["ciphertext"])
+        cts.append(
+            client.secrets.transit.encrypt_data(name=name, plaintext=p)["data"]["ciphertext"]
+        )
     out["raw single encrypt"] = rate(n_single, time.perf_counter() - t)
     t = time.perf_counter()
     for c in cts:
@@ -105,34 +116,51 @@ def raw_transit(url: str, token: str, items: int, batch: int) -> dict[str, float
     t = time.perf_counter()
     for i in range(0, items, batch):
         resp = client.secrets.transit.encrypt_data(
-            name=name, plaintext="", batch_input=[{"plaintext": p} for p in plain[i:i + batch]])
+            name=name, plaintext="", batch_input=[{"plaintext": p} for p in plain[i : i + batch]]
+        )
         all_cts.extend(r["ciphertext"] for r in resp["data"]["batch_results"])
     out["raw batched encrypt"] = rate(items, time.perf_counter() - t)
     t = time.perf_counter()
     for i in range(0, items, batch):
         client.secrets.transit.decrypt_data(
-            name=name, ciphertext="", batch_input=[{"ciphertext": c} for c in all_cts[i:i + batch]])
+            name=name,
+            ciphertext="",
+            batch_input=[{"ciphertext": c} for c in all_cts[i : i + batch]],
+        )
     out["raw batched decrypt"] = rate(items, time.perf_counter() - t)
     t = time.perf_counter()
     for i in range(0, items, batch):
-        client.write_data(f"transit/hmac/{name}/sha2-256",
-                          data={"batch_input": [{"input": p} for p in plain[i:i + batch]]})
+        client.write_data(
+            f"transit/hmac/{name}/sha2-256",
+            data={"batch_input": [{"input": p} for p in plain[i : i + batch]]},
+        )
     out["raw batched hmac"] = rate(items, time.perf_counter() - t)
     return out
 
 
-def start_vault(home: Path, url: str, token: str, database_url: str | None
-                ) -> tuple[subprocess.Popen[bytes], str]:
+def start_vault(
+    home: Path, url: str, token: str, database_url: str | None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "HEALTHCODE_HOME": str(home), "HEALTHCODE_VAULT_BACKEND": "transit",
-           "VAULT_ADDR": url, "VAULT_TOKEN": token,
-           "HEALTHCODE_VAULT_LISTEN": f"127.0.0.1:{port}",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "sdk" / "src")])}
+    env = {
+        **os.environ,
+        "HEALTHCODE_HOME": str(home),
+        "HEALTHCODE_VAULT_BACKEND": "transit",
+        "VAULT_ADDR": url,
+        "VAULT_TOKEN": token,
+        "HEALTHCODE_VAULT_LISTEN": f"127.0.0.1:{port}",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "sdk" / "src")]),
+    }
     if database_url:
         env["HEALTHCODE_VAULT_DATABASE_URL"] = database_url
     log = (home / "vault.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "healthcode.vault", "serve"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "healthcode.vault", "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     cred = home / "vault" / "platform-server.credential"
@@ -151,8 +179,9 @@ def start_vault(home: Path, url: str, token: str, database_url: str | None
     raise RuntimeError("vault did not start")
 
 
-async def vault_bench(address: str, credential: str, items: int, batch: int,
-                      concurrency: int) -> dict[str, float]:
+async def vault_bench(
+    address: str, credential: str, items: int, batch: int, concurrency: int
+) -> dict[str, float]:
     client = VaultClient.connect(address, credential, timeout=60)
     out: dict[str, float] = {}
     people = items // 4
@@ -160,11 +189,15 @@ async def vault_bench(address: str, credential: str, items: int, batch: int,
     work = []
     for n in range(people):
         s = f"bench-{run}-{n}"
-        work += [TokenizeItem(FieldType.ID_NUMBER, id_number(n % 1000, birth=f"19{50 + n // 1000 % 50}0101"), s),
-                 TokenizeItem(FieldType.NAME, "张三丰", s),
-                 TokenizeItem(FieldType.PHONE, f"13{n:09d}"[:11], s),
-                 TokenizeItem(FieldType.ADDRESS, f"四川省攀枝花市东区 {n} 号", s)]
-    batches = [work[i:i + batch] for i in range(0, len(work), batch)]
+        work += [
+            TokenizeItem(
+                FieldType.ID_NUMBER, id_number(n % 1000, birth=f"19{50 + n // 1000 % 50}0101"), s
+            ),
+            TokenizeItem(FieldType.NAME, "张三丰", s),
+            TokenizeItem(FieldType.PHONE, f"13{n:09d}"[:11], s),
+            TokenizeItem(FieldType.ADDRESS, f"四川省攀枝花市东区 {n} 号", s),
+        ]
+    batches = [work[i : i + batch] for i in range(0, len(work), batch)]
     tokens: list[str] = []
     t = time.perf_counter()
     for b in batches:
@@ -175,7 +208,7 @@ async def vault_bench(address: str, credential: str, items: int, batch: int,
         await client.tokenize(b)
     out["vault TokenizeBatch (known values)"] = rate(len(work), time.perf_counter() - t)
 
-    token_batches = [tokens[i:i + batch] for i in range(0, len(tokens), batch)]
+    token_batches = [tokens[i : i + batch] for i in range(0, len(tokens), batch)]
     t = time.perf_counter()
     for b in token_batches:
         await client.detokenize(b, "CORRECTION_REVIEW")
@@ -194,13 +227,16 @@ async def vault_bench(address: str, credential: str, items: int, batch: int,
     t = time.perf_counter()
     await asyncio.gather(*(one(b) for b in token_batches))
     out[f"vault DetokenizeBatch (warm, {concurrency} in flight)"] = rate(
-        len(tokens), time.perf_counter() - t)
+        len(tokens), time.perf_counter() - t
+    )
     await client.close()
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--items", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--concurrency", type=int, default=4)
@@ -221,8 +257,9 @@ def main() -> None:
         raw = raw_transit(url, token, args.items, args.batch)
         vault, address = start_vault(work, url, token, args.database_url)
         credential = (work / "vault" / "platform-server.credential").read_text().strip()
-        ours = asyncio.run(vault_bench(address, credential, args.items, args.batch,
-                                       args.concurrency))
+        ours = asyncio.run(
+            vault_bench(address, credential, args.items, args.batch, args.concurrency)
+        )
     finally:
         for proc in (vault, bao):
             if proc is not None:
@@ -238,14 +275,22 @@ def main() -> None:
     single = raw["raw single decrypt"]
     batched = raw["raw batched decrypt"]
     print()
-    for name in ("vault DetokenizeBatch (cold keys)", "vault DetokenizeBatch (warm)",
-                 f"vault DetokenizeBatch (warm, {args.concurrency} in flight)",
-                 "vault TokenizeBatch (new people)", "vault TokenizeBatch (known values)"):
-        print(f"  {name:45} {ours[name] / batched:6.2f}x raw batched decrypt   "
-              f"{ours[name] / single:8.1f}x raw single decrypt")
+    for name in (
+        "vault DetokenizeBatch (cold keys)",
+        "vault DetokenizeBatch (warm)",
+        f"vault DetokenizeBatch (warm, {args.concurrency} in flight)",
+        "vault TokenizeBatch (new people)",
+        "vault TokenizeBatch (known values)",
+    ):
+        print(
+            f"  {name:45} {ours[name] / batched:6.2f}x raw batched decrypt   "
+            f"{ours[name] / single:8.1f}x raw single decrypt"
+        )
     warm = ours["vault DetokenizeBatch (warm)"]
-    print(f"\ntargets: detokenize >= 1.0x batched ({'met' if warm >= batched else 'MISSED'}), "
-          f">= 60x single ({'met' if warm >= 60 * single else 'MISSED'})")
+    print(
+        f"\ntargets: detokenize >= 1.0x batched ({'met' if warm >= batched else 'MISSED'}), "
+        f">= 60x single ({'met' if warm >= 60 * single else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Fixtures that run real vault servers (port 0, real gRPC) on SQLite/PostgreSQL and local/transit."""
+"""Real vault servers (port 0, real gRPC) on SQLite/PostgreSQL with the local/transit backends."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 
 import grpc
 import pytest
+from healthcode_sdk._gen.healthcode.vault.v1 import audit_service_pb2_grpc, vault_service_pb2_grpc
 from sqlalchemy import Engine, create_engine
 
 from healthcode.vault import VaultClient, VaultServer, VaultSettings
 from healthcode.vault.auth import Role, create_credential, read_credential_file
-from healthcode_sdk._gen.healthcode.vault.v1 import audit_service_pb2_grpc, vault_service_pb2_grpc
 
 
 @dataclass
@@ -98,21 +98,29 @@ VaultFactory = Callable[..., Any]
 async def vault_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[VaultFactory]:
-    """Start vaults: ``await vault_factory(backend="local"|"transit", db="sqlite"|"postgresql")``."""
+    """Start vaults: ``await vault_factory(backend, db)`` (local|transit, sqlite|postgresql)."""
     envs: list[VaultEnv] = []
 
     async def make(backend: str = "local", db: str = "sqlite", **overrides: Any) -> VaultEnv:
         home = tmp_path / f"home-{len(envs)}"
-        kwargs: dict[str, Any] = {"home": home, "listen": "127.0.0.1:0", "backend": backend,
-                                  "audit_root_interval": 3600.0}
+        kwargs: dict[str, Any] = {
+            "home": home,
+            "listen": "127.0.0.1:0",
+            "backend": backend,
+            "audit_root_interval": 3600.0,
+        }
         if db == "postgresql":
             factory = request.getfixturevalue("pg_database_factory")
             kwargs["database_url"] = factory("vault")
         if backend == "transit":
             bao = request.getfixturevalue("openbao")
             suffix = secrets.token_hex(4)
-            kwargs.update(transit_addr=bao.url, transit_token=bao.token,
-                          transit_kek_name=f"kek-{suffix}", transit_bidx_name=f"bidx-{suffix}")
+            kwargs.update(
+                transit_addr=bao.url,
+                transit_token=bao.token,
+                transit_kek_name=f"kek-{suffix}",
+                transit_bidx_name=f"bidx-{suffix}",
+            )
         kwargs.update(overrides)
         env = VaultEnv(settings=VaultSettings(**kwargs), server=None)  # type: ignore[arg-type]
         await env.start()
@@ -128,6 +136,10 @@ COMBOS = [
     pytest.param("local", "sqlite", id="local-sqlite"),
     pytest.param("transit", "sqlite", id="transit-sqlite", marks=pytest.mark.openbao),
     pytest.param("local", "postgresql", id="local-postgresql", marks=pytest.mark.postgres),
-    pytest.param("transit", "postgresql", id="transit-postgresql",
-                 marks=[pytest.mark.openbao, pytest.mark.postgres]),
+    pytest.param(
+        "transit",
+        "postgresql",
+        id="transit-postgresql",
+        marks=[pytest.mark.openbao, pytest.mark.postgres],
+    ),
 ]

@@ -17,13 +17,16 @@ from tests.vault.helpers import id_number, phone
 pytestmark = [pytest.mark.openbao, pytest.mark.slow]
 
 
-async def wait_health(env, want: int, timeout: float = 10.0) -> None:
+async def wait_health(env, want: int, within: float = 10.0) -> None:
     stub = health_pb2_grpc.HealthStub(env.channel())
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     status = None
     while time.monotonic() < deadline:
-        status = (await stub.Check(health_pb2.HealthCheckRequest(
-            service="healthcode.vault.v1.VaultService"))).status
+        status = (
+            await stub.Check(
+                health_pb2.HealthCheckRequest(service="healthcode.vault.v1.VaultService")
+            )
+        ).status
         if status == want:
             return
         await asyncio.sleep(0.2)
@@ -32,13 +35,23 @@ async def wait_health(env, want: int, timeout: float = 10.0) -> None:
 
 async def test_openbao_stopped_and_sealed_mid_run(vault_factory, openbao_restartable) -> None:
     bao = openbao_restartable
-    env = await vault_factory("transit", "sqlite", transit_addr=bao.url, transit_token=bao.token,
-                              backend_check_interval=0.2)
+    env = await vault_factory(
+        "transit",
+        "sqlite",
+        transit_addr=bao.url,
+        transit_token=bao.token,
+        backend_check_interval=0.2,
+    )
     client = env.client()
-    res = await client.tokenize([TokenizeItem(FieldType.ID_NUMBER, id_number(7), "p7"),
-                                 TokenizeItem(FieldType.PHONE, phone(7), "p7")])
+    res = await client.tokenize(
+        [
+            TokenizeItem(FieldType.ID_NUMBER, id_number(7), "p7"),
+            TokenizeItem(FieldType.PHONE, phone(7), "p7"),
+        ]
+    )
     tokens = [r.token for r in res]
     assert await client.detokenize(tokens, "CORRECTION_REVIEW") == [id_number(7), phone(7)]
+    await client.tokenize([TokenizeItem(FieldType.NAME, "孙九", "p9")])
 
     await asyncio.to_thread(bao.stop)
     await asyncio.sleep(0.3)  # past the health-probe interval
@@ -57,6 +70,7 @@ async def test_openbao_stopped_and_sealed_mid_run(vault_factory, openbao_restart
     assert len(env.server.core.cache) == 0  # unwrapped keys were dropped
     # Paths that need no key still work, and policy denials are still audited.
     assert await client.mask(tokens) == [r.masked for r in res]
+    assert await client.erase(["p9"]) == 1  # erasure needs no key either
     with pytest.raises(PermissionDenied):
         await client.detokenize(tokens, "IDENTITY_VERIFICATION")
     await wait_health(env, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from healthcode_sdk._gen.healthcode.vault.v1 import vault_pb2, vault_service_pb2
 from sqlalchemy import select, update
 
 from healthcode.common.errors import (
@@ -20,7 +21,6 @@ from healthcode.vault.audit import verify_database
 from healthcode.vault.auth import Role
 from healthcode.vault.errors import DataLoss
 from healthcode.vault.models import audit_events, subject_keys, tokens
-from healthcode_sdk._gen.healthcode.vault.v1 import vault_pb2, vault_service_pb2
 from tests.vault.conftest import COMBOS, bearer
 from tests.vault.helpers import id_number, phone
 
@@ -39,8 +39,9 @@ def person(n: int, subject: str | None = None) -> list[TokenizeItem]:
 
 def audit_rows(env, action: str) -> list:
     with env.db().connect() as conn:
-        return conn.execute(select(audit_events).where(audit_events.c.action == action)
-                            .order_by(audit_events.c.id)).all()
+        return conn.execute(
+            select(audit_events).where(audit_events.c.action == action).order_by(audit_events.c.id)
+        ).all()
 
 
 @pytest.mark.parametrize(("backend", "db"), COMBOS)
@@ -58,22 +59,27 @@ async def test_full_lifecycle(vault_factory, backend: str, db: str) -> None:
     assert all(id_number(1) not in r.token and phone(1) not in r.token for r in results)
 
     # Same values again (phone written differently): the blind index finds the same tokens.
-    again = await client.tokenize([
-        TokenizeItem(FieldType.ID_NUMBER, id_number(1).lower(), "person-1"),
-        TokenizeItem(FieldType.PHONE, f"+86 139-{phone(1)[3:7]}-{phone(1)[7:]}", "person-1"),
-        TokenizeItem(FieldType.NAME, "张三丰", "person-1"),
-    ])
+    again = await client.tokenize(
+        [
+            TokenizeItem(FieldType.ID_NUMBER, id_number(1).lower(), "person-1"),
+            TokenizeItem(FieldType.PHONE, f"+86 139-{phone(1)[3:7]}-{phone(1)[7:]}", "person-1"),
+            TokenizeItem(FieldType.NAME, "张三丰", "person-1"),
+        ]
+    )
     assert [a.token for a in again] == [results[0].token, results[2].token, results[1].token]
     assert [a.created for a in again] == [False, False, False]
     # A duplicate inside one batch is stored once.
-    dup = await client.tokenize(person(2) + [TokenizeItem(FieldType.PHONE, phone(2), "person-2")])
+    dup = await client.tokenize([*person(2), TokenizeItem(FieldType.PHONE, phone(2), "person-2")])
     assert dup[2].token == dup[4].token
     # The same name for another person is a different token (names do not link people).
     assert dup[1].token != results[1].token
 
     # Lookup by value: ID numbers and phones only; unknown -> None.
     assert await client.lookup(FieldType.PHONE, [phone(1), phone(999), phone(2)]) == [
-        results[2].token, None, dup[2].token]
+        results[2].token,
+        None,
+        dup[2].token,
+    ]
     assert await client.lookup(FieldType.ID_NUMBER, [id_number(1)]) == [results[0].token]
     with pytest.raises(InvalidArgument) as bad_lookup:
         await client.lookup(FieldType.NAME, ["张三丰"])
@@ -82,7 +88,11 @@ async def test_full_lifecycle(vault_factory, backend: str, db: str) -> None:
     # Detokenize with an allowed purpose: plaintext in canonical form.
     toks = [r.token for r in results]
     assert await client.detokenize(toks, "CORRECTION_REVIEW") == [
-        id_number(1), "张三丰", phone(1), "四川省攀枝花市东区炳草岗大街 1 号"]
+        id_number(1),
+        "张三丰",
+        phone(1),
+        "四川省攀枝花市东区炳草岗大街 1 号",
+    ]
     # A purpose the default policy allows only masked, and only for name and ID number.
     masked = await client.detokenize_items(toks[:2], "IDENTITY_VERIFICATION")
     assert [m.masked for m in masked] == [True] * 2
@@ -100,8 +110,9 @@ async def test_full_lifecycle(vault_factory, backend: str, db: str) -> None:
     assert gone.value.reason == "TOKEN_ERASED"
     assert await client.lookup(FieldType.PHONE, [phone(1)]) == [None]
     with env.db().connect() as conn:
-        key_row = conn.execute(select(subject_keys).where(
-            subject_keys.c.subject_id == "person-1")).one()
+        key_row = conn.execute(
+            select(subject_keys).where(subject_keys.c.subject_id == "person-1")
+        ).one()
         token_rows = conn.execute(select(tokens).where(tokens.c.subject_id == "person-1")).all()
     assert key_row.wrapped_dek is None and key_row.erased_at is not None
     assert all(r.ciphertext is None and r.bidx is None and r.masked is None for r in token_rows)
@@ -129,36 +140,43 @@ async def test_rotate_rewrap_and_restart(vault_factory, backend: str, db: str) -
     admin = env.vault_stub()
     admin_cred = env.credential(Role.KEY_ADMIN, "key-admin")
 
-    rotated = await admin.RotateKeys(vault_service_pb2.RotateKeysRequest(reference="CHG-1"),
-                                     metadata=bearer(admin_cred))
+    rotated = await admin.RotateKeys(
+        vault_service_pb2.RotateKeysRequest(reference="CHG-1"), metadata=bearer(admin_cred)
+    )
     assert rotated.current_version == 2
     assert rotated.outdated_data_keys == 2  # one data key per person
     after = await client.tokenize(person(12))  # new subject wrapped with version 2
     with env.db().connect() as conn:
-        versions = {r.subject_id: r.kek_version for r in conn.execute(
-            select(subject_keys.c.subject_id, subject_keys.c.kek_version))}
+        versions = {
+            r.subject_id: r.kek_version
+            for r in conn.execute(select(subject_keys.c.subject_id, subject_keys.c.kek_version))
+        }
     assert versions == {"person-10": 1, "person-11": 1, "person-12": 2}
 
-    partial = await admin.Rewrap(vault_service_pb2.RewrapRequest(limit=1),
-                                 metadata=bearer(admin_cred))
+    partial = await admin.Rewrap(
+        vault_service_pb2.RewrapRequest(limit=1), metadata=bearer(admin_cred)
+    )
     assert (partial.rewrapped_count, partial.remaining_count) == (1, 1)
-    done = await admin.Rewrap(vault_service_pb2.RewrapRequest(retire_old_versions=True),
-                              metadata=bearer(admin_cred))
+    done = await admin.Rewrap(
+        vault_service_pb2.RewrapRequest(retire_old_versions=True), metadata=bearer(admin_cred)
+    )
     assert (done.rewrapped_count, done.remaining_count, done.current_version) == (1, 0, 2)
     assert done.min_decryption_version == 2
 
     # The platform role may not manage keys; key admins may not read data.
     with pytest.raises(grpc.aio.AioRpcError) as denied:
-        await admin.RotateKeys(vault_service_pb2.RotateKeysRequest(),
-                               metadata=bearer(env.platform_credential))
+        await admin.RotateKeys(
+            vault_service_pb2.RotateKeysRequest(), metadata=bearer(env.platform_credential)
+        )
     assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert error_info(denied.value).reason == "ROLE_DENIED"
 
     # A fresh process (no cached keys) still decrypts everything, old and new.
     await env.restart()
     client = env.client()
-    values = await client.detokenize([before[0].token, before[4].token, after[2].token],
-                                     "EPIDEMIOLOGICAL_INVESTIGATION")
+    values = await client.detokenize(
+        [before[0].token, before[4].token, after[2].token], "EPIDEMIOLOGICAL_INVESTIGATION"
+    )
     assert values == [id_number(10), id_number(11), phone(12)]
     # Dedupe survives the restart (blind-index key unchanged by KEK rotation).
     assert (await client.tokenize(person(10)))[0].token == before[0].token
@@ -172,12 +190,15 @@ async def test_policy_denial_is_audited(vault_factory, backend: str, db: str) ->
         'version = 7\n[[rule]]\ncallers = ["role:platform"]\nfields = ["*"]\n'
         'purposes = ["CORRECTION_REVIEW"]\naccess = "plain"\n'
         '[[rule]]\ncallers = ["platform-server"]\nfields = ["ID_NUMBER"]\n'
-        'purposes = ["CORRECTION_REVIEW"]\naccess = "masked"\n', encoding="utf-8")
+        'purposes = ["CORRECTION_REVIEW"]\naccess = "masked"\n',
+        encoding="utf-8",
+    )
     env.server.core.policy.reload_now()
     client = env.client()
     res = await client.tokenize(person(20))
-    items = await client.detokenize_items([res[0].token, res[1].token], "CORRECTION_REVIEW",
-                                          reference="CASE-2026/17")
+    items = await client.detokenize_items(
+        [res[0].token, res[1].token], "CORRECTION_REVIEW", reference="CASE-2026/17"
+    )
     # The narrower masked rule wins over the broad plain rule for ID numbers only.
     assert [(i.masked, i.value) for i in items] == [(True, res[0].masked), (False, "张三丰")]
 
@@ -187,7 +208,9 @@ async def test_policy_denial_is_audited(vault_factory, backend: str, db: str) ->
     assert denied.value.metadata["policy_version"] == "7"
     rows = audit_rows(env, "DETOKENIZE")
     assert [(r.outcome, r.purpose, r.policy_version) for r in rows] == [
-        ("ALLOWED", "CORRECTION_REVIEW", 7), ("DENIED", "EPIDEMIOLOGICAL_INVESTIGATION", 7)]
+        ("ALLOWED", "CORRECTION_REVIEW", 7),
+        ("DENIED", "EPIDEMIOLOGICAL_INVESTIGATION", 7),
+    ]
     assert rows[0].reference == "CASE-2026/17"
     assert res[0].token in rows[1].tokens and rows[1].reason == "POLICY_DENIED"
     # No value ever reaches the audit log.
@@ -200,16 +223,22 @@ async def test_invalid_input_names_every_field(vault_factory) -> None:
     env = await vault_factory()
     stub = env.vault_stub()
     md = bearer(env.platform_credential)
-    request = vault_service_pb2.TokenizeBatchRequest(items=[
-        vault_service_pb2.TokenizeItem(field_type=vault_pb2.FIELD_TYPE_ID_NUMBER,
-                                       value=id_number(1)[:-1] + ("0" if id_number(1)[-1] != "0" else "1"),
-                                       subject_id="p1"),
-        vault_service_pb2.TokenizeItem(field_type=vault_pb2.FIELD_TYPE_PHONE, value="12345",
-                                       subject_id="p1"),
-        vault_service_pb2.TokenizeItem(field_type=vault_pb2.FIELD_TYPE_NAME, value="王五",
-                                       subject_id="bad id with spaces"),
-        vault_service_pb2.TokenizeItem(value="x", subject_id="p1"),
-    ])
+    request = vault_service_pb2.TokenizeBatchRequest(
+        items=[
+            vault_service_pb2.TokenizeItem(
+                field_type=vault_pb2.FIELD_TYPE_ID_NUMBER,
+                value=id_number(1)[:-1] + ("0" if id_number(1)[-1] != "0" else "1"),
+                subject_id="p1",
+            ),
+            vault_service_pb2.TokenizeItem(
+                field_type=vault_pb2.FIELD_TYPE_PHONE, value="12345", subject_id="p1"
+            ),
+            vault_service_pb2.TokenizeItem(
+                field_type=vault_pb2.FIELD_TYPE_NAME, value="王五", subject_id="bad id with spaces"
+            ),
+            vault_service_pb2.TokenizeItem(value="x", subject_id="p1"),
+        ]
+    )
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.TokenizeBatch(request, metadata=md)
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -217,8 +246,11 @@ async def test_invalid_input_names_every_field(vault_factory) -> None:
     request.items[3].field_type = vault_pb2.FIELD_TYPE_ADDRESS
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.TokenizeBatch(request, metadata=md)
-    assert field_violations(err.value) == ["items[0].value", "items[1].value",
-                                           "items[2].subject_id"]
+    assert field_violations(err.value) == [
+        "items[0].value",
+        "items[1].value",
+        "items[2].subject_id",
+    ]
     assert "12345" not in (err.value.details() or "")
     with env.db().connect() as conn:  # nothing half-written
         assert conn.execute(select(tokens)).all() == []
@@ -228,18 +260,40 @@ async def test_invalid_input_names_every_field(vault_factory) -> None:
         await client.tokenize([])
     assert [v.field for v in empty.value.violations] == ["items"]
     for call, field in [
-        (stub.DetokenizeBatch(vault_service_pb2.DetokenizeBatchRequest(tokens=["idn_x"]),
-                              metadata=md), "purpose"),
-        (stub.DetokenizeBatch(vault_service_pb2.DetokenizeBatchRequest(
-            tokens=["nope"], purpose=vault_pb2.PURPOSE_CORRECTION_REVIEW), metadata=md),
-         "tokens[0]"),
-        (stub.MaskBatch(vault_service_pb2.MaskBatchRequest(tokens=["idn_" + "a" * 26, ""]),
-                        metadata=md), "tokens[1]"),
-        (stub.Erase(vault_service_pb2.EraseRequest(subject_ids=["ok", "no/slash"]), metadata=md),
-         "subject_ids[1]"),
-        (stub.LookupByValue(vault_service_pb2.LookupByValueRequest(
-            field_type=vault_pb2.FIELD_TYPE_PHONE, values=["13912345678", "0"]), metadata=md),
-         "values[1]"),
+        (
+            stub.DetokenizeBatch(
+                vault_service_pb2.DetokenizeBatchRequest(tokens=["idn_x"]), metadata=md
+            ),
+            "purpose",
+        ),
+        (
+            stub.DetokenizeBatch(
+                vault_service_pb2.DetokenizeBatchRequest(
+                    tokens=["nope"], purpose=vault_pb2.PURPOSE_CORRECTION_REVIEW
+                ),
+                metadata=md,
+            ),
+            "tokens[0]",
+        ),
+        (
+            stub.MaskBatch(
+                vault_service_pb2.MaskBatchRequest(tokens=["idn_" + "a" * 26, ""]), metadata=md
+            ),
+            "tokens[1]",
+        ),
+        (
+            stub.Erase(vault_service_pb2.EraseRequest(subject_ids=["ok", "no/slash"]), metadata=md),
+            "subject_ids[1]",
+        ),
+        (
+            stub.LookupByValue(
+                vault_service_pb2.LookupByValueRequest(
+                    field_type=vault_pb2.FIELD_TYPE_PHONE, values=["13912345678", "0"]
+                ),
+                metadata=md,
+            ),
+            "values[1]",
+        ),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as bad:
             await call
@@ -256,8 +310,12 @@ async def test_value_of_another_subject_is_refused(vault_factory) -> None:
     client = env.client()
     await client.tokenize([TokenizeItem(FieldType.ID_NUMBER, id_number(5), "a")])
     with pytest.raises(FailedPrecondition) as err:
-        await client.tokenize([TokenizeItem(FieldType.NAME, "赵六", "b"),
-                               TokenizeItem(FieldType.ID_NUMBER, id_number(5), "b")])
+        await client.tokenize(
+            [
+                TokenizeItem(FieldType.NAME, "赵六", "b"),
+                TokenizeItem(FieldType.ID_NUMBER, id_number(5), "b"),
+            ]
+        )
     assert err.value.reason == "VALUE_HELD_BY_OTHER_SUBJECT"
     assert err.value.metadata["index"] == "1"
     with env.db().connect() as conn:  # the whole batch was refused
@@ -270,14 +328,17 @@ async def test_tampering_is_a_data_integrity_error(vault_factory, backend: str, 
     client = env.client()
     res = await client.tokenize(person(30) + person(31))
     with env.db().begin() as conn:
-        blob = conn.execute(select(tokens.c.ciphertext).where(
-            tokens.c.token == res[0].token)).scalar_one()
+        blob = conn.execute(
+            select(tokens.c.ciphertext).where(tokens.c.token == res[0].token)
+        ).scalar_one()
         flipped = blob[:-1] + bytes([blob[-1] ^ 1])
-        conn.execute(update(tokens).where(tokens.c.token == res[0].token)
-                     .values(ciphertext=flipped))
+        conn.execute(
+            update(tokens).where(tokens.c.token == res[0].token).values(ciphertext=flipped)
+        )
         # Moving another row's ciphertext into this row is caught by the associated data.
-        other = conn.execute(select(tokens.c.ciphertext).where(
-            tokens.c.token == res[4].token)).scalar_one()
+        other = conn.execute(
+            select(tokens.c.ciphertext).where(tokens.c.token == res[4].token)
+        ).scalar_one()
         conn.execute(update(tokens).where(tokens.c.token == res[1].token).values(ciphertext=other))
     with pytest.raises(DataLoss) as err:
         await client.detokenize([res[2].token, res[0].token], "CORRECTION_REVIEW")
@@ -289,12 +350,16 @@ async def test_tampering_is_a_data_integrity_error(vault_factory, backend: str, 
 
     # A tampered wrapped data key is caught when it is unwrapped (fresh process, no cache).
     with env.db().begin() as conn:
-        wrapped = conn.execute(select(subject_keys.c.wrapped_dek).where(
-            subject_keys.c.subject_id == "person-31")).scalar_one()
+        wrapped = conn.execute(
+            select(subject_keys.c.wrapped_dek).where(subject_keys.c.subject_id == "person-31")
+        ).scalar_one()
         head, _, body = wrapped.rpartition(":")
         body = ("A" if body[0] != "A" else "B") + body[1:]
-        conn.execute(update(subject_keys).where(subject_keys.c.subject_id == "person-31")
-                     .values(wrapped_dek=f"{head}:{body}"))
+        conn.execute(
+            update(subject_keys)
+            .where(subject_keys.c.subject_id == "person-31")
+            .values(wrapped_dek=f"{head}:{body}")
+        )
     await env.restart()
     client = env.client()
     with pytest.raises(DataLoss) as wrapped_err:
@@ -302,16 +367,22 @@ async def test_tampering_is_a_data_integrity_error(vault_factory, backend: str, 
     assert wrapped_err.value.reason == "WRAPPED_KEY_INTEGRITY_FAILURE"
     assert await client.detokenize([res[2].token], "CORRECTION_REVIEW") == [phone(30)]
     failed = [r for r in audit_rows(env, "DETOKENIZE") if r.outcome == "FAILED"]
-    assert {r.reason for r in failed} == {"CIPHERTEXT_INTEGRITY_FAILURE",
-                                          "WRAPPED_KEY_INTEGRITY_FAILURE"}
+    assert {r.reason for r in failed} == {
+        "CIPHERTEXT_INTEGRITY_FAILURE",
+        "WRAPPED_KEY_INTEGRITY_FAILURE",
+    }
 
 
 async def test_authentication_and_roles(vault_factory) -> None:
     env = await vault_factory()
     stub = env.vault_stub()
     request = vault_service_pb2.MaskBatchRequest(tokens=["idn_" + "a" * 26])
-    for metadata in [(), bearer("hcv1.000000000000.wrong"), bearer("garbage"),
-                     (("authorization", "Basic abc"),)]:
+    for metadata in [
+        (),
+        bearer("hcv1.000000000000.wrong"),
+        bearer("garbage"),
+        (("authorization", "Basic abc"),),
+    ]:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.MaskBatch(request, metadata=metadata)
         assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
@@ -322,8 +393,11 @@ async def test_authentication_and_roles(vault_factory) -> None:
     assert role.value.reason == "ROLE_DENIED"
     assert audit_rows(env, "TOKENIZE")[-1].outcome == "DENIED"
     # The credential files are private.
-    for path in (env.settings.platform_credential_file, env.settings.officer_credential_file,
-                 env.settings.effective_key_file):
+    for path in (
+        env.settings.platform_credential_file,
+        env.settings.officer_credential_file,
+        env.settings.effective_key_file,
+    ):
         assert path.stat().st_mode & 0o777 == 0o600
     # Revocation takes effect (the verifier caches for a few seconds; a new server has no cache).
     from healthcode.vault.auth import revoke_credentials
@@ -332,7 +406,8 @@ async def test_authentication_and_roles(vault_factory) -> None:
     await env.restart()  # a new platform credential file is issued on start
     with pytest.raises(Unauthenticated):
         await env.client(env.officer_credential.replace(env.officer_credential[-4:], "AAAA")).mask(
-            ["idn_" + "a" * 26])
+            ["idn_" + "a" * 26]
+        )
     assert await env.client().lookup(FieldType.PHONE, [phone(1)]) == [None]
 
 
@@ -356,3 +431,22 @@ async def test_health_and_reflection(vault_factory) -> None:
         names = [s.name for s in resp.list_services_response.service]
     assert "healthcode.vault.v1.VaultService" in names
     assert "healthcode.vault.v1.AuditService" in names
+
+
+async def test_client_maps_an_unreachable_vault_to_unavailable() -> None:
+    import socket
+
+    from healthcode.common.errors import Unavailable
+    from healthcode.vault import VaultClient
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = VaultClient.connect(f"127.0.0.1:{port}", "hcv1.000000000000.x", timeout=1.0)
+    try:
+        with pytest.raises(Unavailable) as err:
+            await client.lookup(FieldType.PHONE, [phone(1)])
+        assert err.value.reason == "VAULT_UNAVAILABLE"
+        assert err.value.domain == "healthcode.vault"
+    finally:
+        await client.close()

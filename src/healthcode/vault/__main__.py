@@ -1,4 +1,4 @@
-"""``python -m healthcode.vault`` = ``healthcode vault`` (used when running the vault as a subprocess)."""
+"""``python -m healthcode.vault`` is ``healthcode vault`` (to run the vault as a subprocess)."""
 
 from healthcode.vault.cli import vault_app
 

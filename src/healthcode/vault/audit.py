@@ -39,9 +39,9 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from healthcode.vault.keys.base import KeyBackend
 from healthcode.vault.models import (
-    audit_event_tokens,
     audit_events,
     audit_head,
+    audit_index_state,
     audit_roots,
     key_material,
 )
@@ -135,11 +135,21 @@ class EventRow:
     def canonical(self) -> bytes:
         """The hashed content."""
         return canonical_content(
-            seq=self.seq, event_id=self.event_id, occurred_at=self.occurred_at,
-            caller=self.caller, caller_role=self.caller_role, action=self.action,
-            purpose=self.purpose, outcome=self.outcome, reason=self.reason, tokens=self.tokens,
-            subject_ids=self.subject_ids, field_types=self.field_types, reference=self.reference,
-            request_id=self.request_id, policy_version=self.policy_version,
+            seq=self.seq,
+            event_id=self.event_id,
+            occurred_at=self.occurred_at,
+            caller=self.caller,
+            caller_role=self.caller_role,
+            action=self.action,
+            purpose=self.purpose,
+            outcome=self.outcome,
+            reason=self.reason,
+            tokens=self.tokens,
+            subject_ids=self.subject_ids,
+            field_types=self.field_types,
+            reference=self.reference,
+            request_id=self.request_id,
+            policy_version=self.policy_version,
         )
 
 
@@ -182,17 +192,40 @@ class VerifyReport:
         return not self.findings
 
 
-def canonical_content(*, seq: int, event_id: str, occurred_at: int, caller: str,
-                      caller_role: str, action: str, purpose: str, outcome: str, reason: str,
-                      tokens: Sequence[str], subject_ids: Sequence[str],
-                      field_types: Sequence[str], reference: str, request_id: str,
-                      policy_version: int) -> bytes:
+def canonical_content(
+    *,
+    seq: int,
+    event_id: str,
+    occurred_at: int,
+    caller: str,
+    caller_role: str,
+    action: str,
+    purpose: str,
+    outcome: str,
+    reason: str,
+    tokens: Sequence[str],
+    subject_ids: Sequence[str],
+    field_types: Sequence[str],
+    reference: str,
+    request_id: str,
+    policy_version: int,
+) -> bytes:
     """Sorted-key compact JSON of an event's content."""
     doc = {
-        "seq": seq, "event_id": event_id, "occurred_at": occurred_at, "caller": caller,
-        "caller_role": caller_role, "action": action, "purpose": purpose, "outcome": outcome,
-        "reason": reason, "tokens": list(tokens), "subject_ids": list(subject_ids),
-        "field_types": list(field_types), "reference": reference, "request_id": request_id,
+        "seq": seq,
+        "event_id": event_id,
+        "occurred_at": occurred_at,
+        "caller": caller,
+        "caller_role": caller_role,
+        "action": action,
+        "purpose": purpose,
+        "outcome": outcome,
+        "reason": reason,
+        "tokens": list(tokens),
+        "subject_ids": list(subject_ids),
+        "field_types": list(field_types),
+        "reference": reference,
+        "request_id": request_id,
         "policy_version": policy_version,
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
@@ -215,8 +248,13 @@ def public_raw(public: Ed25519PublicKey) -> bytes:
 
 def root_statement(seq: int, head_hash: bytes, signed_at: int, key_id: str) -> bytes:
     """The canonical bytes a root signature covers."""
-    doc = {"format": ROOT_FORMAT, "seq": seq, "head_hash": head_hash.hex(),
-           "signed_at": signed_at, "key_id": key_id}
+    doc = {
+        "format": ROOT_FORMAT,
+        "seq": seq,
+        "head_hash": head_hash.hex(),
+        "signed_at": signed_at,
+        "key_id": key_id,
+    }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -252,26 +290,41 @@ class AuditSigner:
                 select(key_material).where(key_material.c.name == SIGNING_KEY_NAME)
             ).first()
             if existing is not None:  # another replica won the race
-                return cls(Ed25519PrivateKey.from_private_bytes(
-                    backend.unwrap([existing.wrapped])[0]
-                ))
-            conn.execute(insert(key_material).values(
-                name=SIGNING_KEY_NAME, wrapped=wrapped.ciphertext, kek_version=wrapped.version,
-                public_key=public_raw(private.public_key()), created_at=now_us(),
-            ))
+                return cls(
+                    Ed25519PrivateKey.from_private_bytes(backend.unwrap([existing.wrapped])[0])
+                )
+            conn.execute(
+                insert(key_material).values(
+                    name=SIGNING_KEY_NAME,
+                    wrapped=wrapped.ciphertext,
+                    kek_version=wrapped.version,
+                    public_key=public_raw(private.public_key()),
+                    created_at=now_us(),
+                )
+            )
         return cls(private)
 
 
 def stored_public_keys(conn: Connection) -> dict[str, Ed25519PublicKey]:
     """Public keys recorded in the database (for online verification)."""
     out = {}
-    for row in conn.execute(select(key_material.c.public_key).where(
-        key_material.c.name == SIGNING_KEY_NAME
-    )):
+    for row in conn.execute(
+        select(key_material.c.public_key).where(key_material.c.name == SIGNING_KEY_NAME)
+    ):
         if row.public_key:
             public = Ed25519PublicKey.from_public_bytes(row.public_key)
             out[key_id_of(public)] = public
     return out
+
+
+@dataclass
+class _Pending:
+    """An event waiting for the group commit."""
+
+    record: AuditRecord
+    seq: int = 0
+    done: bool = False
+    error: BaseException | None = None
 
 
 class AuditLog:
@@ -280,6 +333,8 @@ class AuditLog:
     def __init__(self, signer: AuditSigner) -> None:
         self.signer = signer
         self.lock = threading.RLock()
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
 
     def append(self, conn: Connection, record: AuditRecord) -> int:
         """Append one event inside the caller's transaction; returns its seq.
@@ -288,46 +343,136 @@ class AuditLog:
         PostgreSQL also takes ``FOR UPDATE`` on the head row, which orders replicas).
         """
         head = conn.execute(
-            select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+            select(audit_head.c.seq, audit_head.c.hash)
+            .where(audit_head.c.id == 1)
+            .with_for_update()
         ).one()
         seq = int(head.seq) + 1
         event_id = str(uuid.uuid4())
         occurred = now_us()
         tokens = tuple(dict.fromkeys(record.tokens))
         content = canonical_content(
-            seq=seq, event_id=event_id, occurred_at=occurred, caller=record.caller,
-            caller_role=record.caller_role, action=record.action.value, purpose=record.purpose,
-            outcome=record.outcome.value, reason=record.reason, tokens=tokens,
-            subject_ids=record.subject_ids, field_types=record.field_types,
-            reference=record.reference, request_id=record.request_id,
+            seq=seq,
+            event_id=event_id,
+            occurred_at=occurred,
+            caller=record.caller,
+            caller_role=record.caller_role,
+            action=record.action.value,
+            purpose=record.purpose,
+            outcome=record.outcome.value,
+            reason=record.reason,
+            tokens=tokens,
+            subject_ids=record.subject_ids,
+            field_types=record.field_types,
+            reference=record.reference,
+            request_id=record.request_id,
             policy_version=record.policy_version,
         )
         digest = chain_hash(head.hash, content)
-        conn.execute(insert(audit_events).values(
-            seq=seq, event_id=event_id, occurred_at=occurred, caller=record.caller,
-            caller_role=record.caller_role, action=record.action.value, purpose=record.purpose,
-            outcome=record.outcome.value, reason=record.reason, tokens=json.dumps(tokens),
-            subject_ids=json.dumps(list(record.subject_ids)),
-            field_types=json.dumps(list(record.field_types)), reference=record.reference,
-            request_id=record.request_id, policy_version=record.policy_version,
-            prev_hash=head.hash, hash=digest, signature=self.signer.sign(digest),
-            key_id=self.signer.key_id,
-        ))
-        if tokens:
-            conn.execute(insert(audit_event_tokens), [{"seq": seq, "token": t} for t in tokens])
+        conn.execute(
+            insert(audit_events).values(
+                seq=seq,
+                event_id=event_id,
+                occurred_at=occurred,
+                caller=record.caller,
+                caller_role=record.caller_role,
+                action=record.action.value,
+                purpose=record.purpose,
+                outcome=record.outcome.value,
+                reason=record.reason,
+                tokens=json.dumps(tokens),
+                subject_ids=json.dumps(list(record.subject_ids)),
+                field_types=json.dumps(list(record.field_types)),
+                reference=record.reference,
+                request_id=record.request_id,
+                policy_version=record.policy_version,
+                prev_hash=head.hash,
+                hash=digest,
+                signature=self.signer.sign(digest),
+                key_id=self.signer.key_id,
+            )
+        )
         conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
         return seq
 
-    def record(self, engine: Engine, record: AuditRecord) -> int:
-        """Append one event in its own transaction."""
+    def index_tokens(self, engine: Engine, limit: int = 20_000) -> int:
+        """Add appended events' tokens to the token search index; returns events indexed.
+
+        Indexing is deferred out of the request path: each token is a random key, so indexing
+        it inside every append would dirty one B-tree page per token and dominate the commit.
+        The audit service indexes before it searches, and a background task keeps up.
+        """
         with self.lock, engine.begin() as conn:
-            return self.append(conn, record)
+            watermark = conn.execute(
+                select(audit_index_state.c.indexed_seq)
+                .where(audit_index_state.c.id == 1)
+                .with_for_update()
+            ).scalar_one()
+            rows = conn.execute(
+                select(audit_events.c.seq, audit_events.c.tokens)
+                .where(audit_events.c.seq > watermark)
+                .order_by(audit_events.c.seq)
+                .limit(limit)
+            ).all()
+            if not rows:
+                return 0
+            pairs = list(
+                dict.fromkeys(
+                    (int(r.seq), t)
+                    for r in rows
+                    for t in json.loads(r.tokens)
+                    if isinstance(t, str)
+                )
+            )
+            if pairs:
+                mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+                conn.exec_driver_sql(
+                    f"INSERT INTO audit_event_tokens (seq, token) VALUES ({mark}, {mark})",  # noqa: S608 - placeholders only
+                    pairs,
+                )
+            conn.execute(
+                update(audit_index_state)
+                .where(audit_index_state.c.id == 1)
+                .values(indexed_seq=max(int(r.seq) for r in rows))
+            )
+            return len(rows)
+
+    def record(self, engine: Engine, record: AuditRecord) -> int:
+        """Append one event durably before returning its seq (group commit).
+
+        Concurrent callers queue their events; whichever thread takes the chain lock first
+        writes every queued event in one transaction, so N simultaneous calls cost one commit.
+        Each caller returns only after its own event is committed, and sees the error if the
+        shared transaction failed (then nothing of that group was written).
+        """
+        slot = _Pending(record)
+        with self._queue_lock:
+            self._queue.append(slot)
+        with self.lock:
+            if not slot.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                try:
+                    with engine.begin() as conn:
+                        for pending in group:
+                            pending.seq = self.append(conn, pending.record)
+                except BaseException as exc:
+                    for pending in group:
+                        pending.error = exc
+                    raise
+                finally:
+                    for pending in group:
+                        pending.done = True
+        if slot.error is not None:
+            raise slot.error
+        return slot.seq
 
     def sign_root(self, engine: Engine, *, force: bool = False) -> RootRow | None:
         """Sign the current head unless the newest root already covers it."""
         with self.lock, engine.begin() as conn:
             head = conn.execute(
-                select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+                select(audit_head.c.seq, audit_head.c.hash)
+                .where(audit_head.c.id == 1)
                 .with_for_update()
             ).one()
             last = conn.execute(
@@ -337,24 +482,48 @@ class AuditLog:
                 return None
             signed_at = now_us()
             statement = root_statement(int(head.seq), head.hash, signed_at, self.signer.key_id)
-            root = RootRow(int(head.seq), head.hash, signed_at, self.signer.key_id,
-                           self.signer.sign(statement), statement)
-            conn.execute(insert(audit_roots).values(
-                seq=root.seq, head_hash=root.head_hash, signed_at=root.signed_at,
-                key_id=root.key_id, signature=root.signature, statement=root.statement,
-            ))
+            root = RootRow(
+                int(head.seq),
+                head.hash,
+                signed_at,
+                self.signer.key_id,
+                self.signer.sign(statement),
+                statement,
+            )
+            conn.execute(
+                insert(audit_roots).values(
+                    seq=root.seq,
+                    head_hash=root.head_hash,
+                    signed_at=root.signed_at,
+                    key_id=root.key_id,
+                    signature=root.signature,
+                    statement=root.statement,
+                )
+            )
             return root
 
 
 def _event_from_row(row: Any) -> EventRow:
     return EventRow(
-        row_id=int(row.id), seq=int(row.seq), event_id=row.event_id,
-        occurred_at=int(row.occurred_at), caller=row.caller, caller_role=row.caller_role,
-        action=row.action, purpose=row.purpose, outcome=row.outcome, reason=row.reason,
-        tokens=tuple(json.loads(row.tokens)), subject_ids=tuple(json.loads(row.subject_ids)),
-        field_types=tuple(json.loads(row.field_types)), reference=row.reference,
-        request_id=row.request_id, policy_version=int(row.policy_version),
-        prev_hash=bytes(row.prev_hash), hash=bytes(row.hash), signature=bytes(row.signature),
+        row_id=int(row.id),
+        seq=int(row.seq),
+        event_id=row.event_id,
+        occurred_at=int(row.occurred_at),
+        caller=row.caller,
+        caller_role=row.caller_role,
+        action=row.action,
+        purpose=row.purpose,
+        outcome=row.outcome,
+        reason=row.reason,
+        tokens=tuple(json.loads(row.tokens)),
+        subject_ids=tuple(json.loads(row.subject_ids)),
+        field_types=tuple(json.loads(row.field_types)),
+        reference=row.reference,
+        request_id=row.request_id,
+        policy_version=int(row.policy_version),
+        prev_hash=bytes(row.prev_hash),
+        hash=bytes(row.hash),
+        signature=bytes(row.signature),
         key_id=row.key_id,
     )
 
@@ -364,8 +533,10 @@ def read_events(conn: Connection, start_seq: int = 0, batch: int = 5000) -> Iter
     last_id = -1
     while True:
         rows = conn.execute(
-            select(audit_events).where(audit_events.c.id > last_id, audit_events.c.seq >= start_seq)
-            .order_by(audit_events.c.id).limit(batch)
+            select(audit_events)
+            .where(audit_events.c.id > last_id, audit_events.c.seq >= start_seq)
+            .order_by(audit_events.c.id)
+            .limit(batch)
         ).all()
         if not rows:
             return
@@ -377,8 +548,14 @@ def read_events(conn: Connection, start_seq: int = 0, batch: int = 5000) -> Iter
 def read_roots(conn: Connection) -> list[RootRow]:
     """Every signed root in storage order."""
     return [
-        RootRow(int(r.seq), bytes(r.head_hash), int(r.signed_at), r.key_id, bytes(r.signature),
-                bytes(r.statement))
+        RootRow(
+            int(r.seq),
+            bytes(r.head_hash),
+            int(r.signed_at),
+            r.key_id,
+            bytes(r.signature),
+            bytes(r.statement),
+        )
         for r in conn.execute(select(audit_roots).order_by(audit_roots.c.id))
     ]
 
@@ -428,7 +605,7 @@ def _lis_members(values: list[int]) -> set[int]:
     return members
 
 
-def verify_chain(
+def verify_chain(  # noqa: PLR0915 - one pass per finding kind, kept together
     events: Iterable[EventRow],
     roots: Sequence[RootRow],
     keys: dict[str, Ed25519PublicKey],
@@ -454,32 +631,51 @@ def verify_chain(
             continue
         # The signed hash is genuine but the content is not: was only the position changed?
         moved = next(
-            (s for s in range(max(1, row.seq - 8), row.seq + 9)
-             if s != row.seq and chain_hash(
-                 row.prev_hash, EventRow(**{**asdict(row), "seq": s}).canonical()) == row.hash),
+            (
+                s
+                for s in range(max(1, row.seq - 8), row.seq + 9)
+                if s != row.seq
+                and chain_hash(row.prev_hash, EventRow(**{**asdict(row), "seq": s}).canonical())
+                == row.hash
+            ),
             None,
         )
         if moved is not None:
             genuine.append((row, moved))
-            findings.append(Finding(
-                FindingKind.REORDERED, moved, moved, row.row_id,
-                f"event {moved} was renumbered to position {row.seq} (row {row.row_id})",
-            ))
+            findings.append(
+                Finding(
+                    FindingKind.REORDERED,
+                    moved,
+                    moved,
+                    row.row_id,
+                    f"event {moved} was renumbered to position {row.seq} (row {row.row_id})",
+                )
+            )
         else:
-            findings.append(Finding(
-                FindingKind.MODIFIED, row.seq, row.seq, row.row_id,
-                f"event {row.seq} (row {row.row_id}) was modified after it was signed",
-            ))
+            findings.append(
+                Finding(
+                    FindingKind.MODIFIED,
+                    row.seq,
+                    row.seq,
+                    row.row_id,
+                    f"event {row.seq} (row {row.row_id}) was modified after it was signed",
+                )
+            )
             genuine.append((row, row.seq))
     # Duplicated genuine rows are insertions of copies.
     seen: dict[int, EventRow] = {}
     unique: list[tuple[EventRow, int]] = []
     for row, seq in genuine:
         if seq in seen and seen[seq].hash == row.hash:
-            findings.append(Finding(
-                FindingKind.INSERTED, seq, seq, row.row_id,
-                f"row {row.row_id} is an inserted copy of event {seq}",
-            ))
+            findings.append(
+                Finding(
+                    FindingKind.INSERTED,
+                    seq,
+                    seq,
+                    row.row_id,
+                    f"row {row.row_id} is an inserted copy of event {seq}",
+                )
+            )
             continue
         seen.setdefault(seq, row)
         unique.append((row, seq))
@@ -488,21 +684,33 @@ def verify_chain(
     keep = _lis_members(seqs)
     for i, (row, seq) in enumerate(unique):
         if i not in keep:
-            findings.append(Finding(
-                FindingKind.REORDERED, seq, seq, row.row_id,
-                f"event {seq} (row {row.row_id}) is stored out of chain order",
-            ))
+            findings.append(
+                Finding(
+                    FindingKind.REORDERED,
+                    seq,
+                    seq,
+                    row.row_id,
+                    f"event {seq} (row {row.row_id}) is stored out of chain order",
+                )
+            )
     # Links between consecutive genuine events.
     by_seq = {seq: row for row, seq in unique}
     for seq, row in sorted(by_seq.items()):
         prev = by_seq.get(seq - 1)
-        if prev is not None and row.prev_hash != prev.hash and chain_hash(
-            row.prev_hash, row.canonical()
-        ) == row.hash:
-            findings.append(Finding(
-                FindingKind.MODIFIED, seq, seq, row.row_id,
-                f"event {seq} does not link to event {seq - 1}",
-            ))
+        if (
+            prev is not None
+            and row.prev_hash != prev.hash
+            and chain_hash(row.prev_hash, row.canonical()) == row.hash
+        ):
+            findings.append(
+                Finding(
+                    FindingKind.MODIFIED,
+                    seq,
+                    seq,
+                    row.row_id,
+                    f"event {seq} does not link to event {seq - 1}",
+                )
+            )
     # Missing positions, up to the highest position proven by an event or a signed root.
     valid_roots = []
     for root in roots:
@@ -510,10 +718,15 @@ def verify_chain(
             root.statement == root_statement(root.seq, root.head_hash, root.signed_at, root.key_id)
         )
         if not ok:
-            findings.append(Finding(
-                FindingKind.ROOT_INVALID, root.seq, root.seq, 0,
-                f"signed root at event {root.seq} has an invalid signature",
-            ))
+            findings.append(
+                Finding(
+                    FindingKind.ROOT_INVALID,
+                    root.seq,
+                    root.seq,
+                    0,
+                    f"signed root at event {root.seq} has an invalid signature",
+                )
+            )
             continue
         valid_roots.append(root)
     top = max([0, claimed_head, *by_seq, *(r.seq for r in valid_roots)])
@@ -521,26 +734,41 @@ def verify_chain(
     for row in forged:
         if row.seq in missing:
             missing.discard(row.seq)
-            findings.append(Finding(
-                FindingKind.MODIFIED, row.seq, row.seq, row.row_id,
-                f"event {row.seq} (row {row.row_id}) was replaced: its hash was recomputed "
-                "without the signing key",
-            ))
+            findings.append(
+                Finding(
+                    FindingKind.MODIFIED,
+                    row.seq,
+                    row.seq,
+                    row.row_id,
+                    f"event {row.seq} (row {row.row_id}) was replaced: its hash was recomputed "
+                    "without the signing key",
+                )
+            )
         else:
-            findings.append(Finding(
-                FindingKind.INSERTED, row.seq, row.seq, row.row_id,
-                f"row {row.row_id} claims position {row.seq} but was never signed by the vault",
-            ))
+            findings.append(
+                Finding(
+                    FindingKind.INSERTED,
+                    row.seq,
+                    row.seq,
+                    row.row_id,
+                    f"row {row.row_id} claims position {row.seq} but was never signed by the vault",
+                )
+            )
     for first, last in _ranges(missing):
         what = f"event {first}" if first == last else f"events {first}-{last}"
         findings.append(Finding(FindingKind.DELETED, first, last, 0, f"{what} deleted"))
     for root in valid_roots:
         event = by_seq.get(root.seq)
         if event is not None and event.hash != root.head_hash:
-            findings.append(Finding(
-                FindingKind.ROOT_INVALID, root.seq, root.seq, event.row_id,
-                f"signed root at event {root.seq} does not match the stored chain",
-            ))
+            findings.append(
+                Finding(
+                    FindingKind.ROOT_INVALID,
+                    root.seq,
+                    root.seq,
+                    event.row_id,
+                    f"signed root at event {root.seq} does not match the stored chain",
+                )
+            )
     report.findings = sorted(findings, key=lambda f: (f.seq, f.kind.value, f.row_id))
     report.latest_root = max(valid_roots, key=lambda r: r.seq, default=None)
     covered = report.latest_root.seq if report.latest_root else 0
@@ -548,7 +776,9 @@ def verify_chain(
     return report
 
 
-def verify_database(engine: Engine, keys: dict[str, Ed25519PublicKey] | None = None) -> VerifyReport:
+def verify_database(
+    engine: Engine, keys: dict[str, Ed25519PublicKey] | None = None
+) -> VerifyReport:
     """Verify the log in a database (with the stored public key unless ``keys`` is given)."""
     with engine.connect() as conn:
         trusted = keys if keys is not None else stored_public_keys(conn)
@@ -563,10 +793,16 @@ def export_lines(engine: Engine, start_seq: int = 0) -> Iterator[str]:
     """JSON Lines: a header with the public key(s), every event, every root."""
     with engine.connect() as conn:
         keys = stored_public_keys(conn)
-        yield json.dumps({
-            "type": "header", "format": EXPORT_FORMAT,
-            "public_keys": {k: base64.b64encode(public_raw(v)).decode() for k, v in keys.items()},
-        }, sort_keys=True)
+        yield json.dumps(
+            {
+                "type": "header",
+                "format": EXPORT_FORMAT,
+                "public_keys": {
+                    k: base64.b64encode(public_raw(v)).decode() for k, v in keys.items()
+                },
+            },
+            sort_keys=True,
+        )
         for event in read_events(conn, start_seq):
             doc: dict[str, Any] = {"type": "event", **asdict(event)}
             for name in ("prev_hash", "hash", "signature"):
@@ -596,11 +832,16 @@ def parse_export(lines: Iterable[str]) -> tuple[list[EventRow], list[RootRow]]:
                 doc[name] = tuple(doc[name])
             events.append(EventRow(**doc))
         elif kind == "root":
-            roots.append(RootRow(
-                seq=doc["seq"], head_hash=bytes.fromhex(doc["head_hash"]),
-                signed_at=doc["signed_at"], key_id=doc["key_id"],
-                signature=bytes.fromhex(doc["signature"]), statement=doc["statement"].encode(),
-            ))
+            roots.append(
+                RootRow(
+                    seq=doc["seq"],
+                    head_hash=bytes.fromhex(doc["head_hash"]),
+                    signed_at=doc["signed_at"],
+                    key_id=doc["key_id"],
+                    signature=bytes.fromhex(doc["signature"]),
+                    statement=doc["statement"].encode(),
+                )
+            )
     return events, roots
 
 

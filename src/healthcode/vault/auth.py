@@ -59,14 +59,20 @@ def create_credential(engine: Engine, name: str, role: Role) -> str:
     with engine.begin() as conn:
         conn.execute(
             insert(credentials).values(
-                id=cred_id, name=name, role=role.value, secret_hash=_hash(secret),
-                created_at=_now_us(), revoked_at=None,
+                id=cred_id,
+                name=name,
+                role=role.value,
+                secret_hash=_hash(secret),
+                created_at=_now_us(),
+                revoked_at=None,
             )
         )
     return f"hcv1.{cred_id}.{secret}"
 
 
-def revoke_credentials(engine: Engine, *, name: str | None = None, cred_id: str | None = None) -> int:
+def revoke_credentials(
+    engine: Engine, *, name: str | None = None, cred_id: str | None = None
+) -> int:
     """Revoke by name or id; returns how many were revoked."""
     stmt = update(credentials).where(credentials.c.revoked_at.is_(None))
     if name is not None:
@@ -130,9 +136,7 @@ class CredentialVerifier:
             if hit is not None and hit[0] > now:
                 return hit[1]
         with self._engine.connect() as conn:
-            row = conn.execute(
-                select(credentials).where(credentials.c.id == parts[1])
-            ).first()
+            row = conn.execute(select(credentials).where(credentials.c.id == parts[1])).first()
         caller: Caller | None = None
         if (
             row is not None

@@ -26,8 +26,10 @@ import typer
 from healthcode.vault.settings import VaultSettings
 
 vault_app = typer.Typer(
-    name="vault", help="The privacy vault: tokenization, purpose-bound access, audit.",
-    invoke_without_command=True, no_args_is_help=False,
+    name="vault",
+    help="The privacy vault: tokenization, purpose-bound access, audit.",
+    invoke_without_command=True,
+    no_args_is_help=False,
 )
 audit_app = typer.Typer(help="Audit log: verify, export (security officers).")
 keys_app = typer.Typer(help="Key-encryption key versions: status, rotate, rewrap.")
@@ -36,7 +38,9 @@ vault_app.add_typer(audit_app, name="audit")
 vault_app.add_typer(keys_app, name="keys")
 vault_app.add_typer(credentials_app, name="credentials")
 
-ListenOpt = Annotated[str | None, typer.Option("--listen", help="host:port (default 127.0.0.1:50052)")]
+ListenOpt = Annotated[
+    str | None, typer.Option("--listen", help="host:port (default 127.0.0.1:50052)")
+]
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="local or transit")]
 
 
@@ -73,7 +77,7 @@ def _operator() -> str:
         return "cli:unknown"
 
 
-def _core(settings: VaultSettings):  # type: ignore[no-untyped-def]  # noqa: ANN202 - local helper
+def _core(settings: VaultSettings):  # type: ignore[no-untyped-def]
     from healthcode.vault.audit import AuditLog
     from healthcode.vault.core import VaultCore
     from healthcode.vault.dek_cache import DekCache
@@ -81,8 +85,13 @@ def _core(settings: VaultSettings):  # type: ignore[no-untyped-def]  # noqa: ANN
     from healthcode.vault.server import open_components
 
     engine, backend, signer = open_components(settings, startup_timeout=5.0)
-    return VaultCore(engine, backend, PolicyStore(settings.effective_policy_file),
-                     AuditLog(signer), cache=DekCache(0, 0))
+    return VaultCore(
+        engine,
+        backend,
+        PolicyStore(settings.effective_policy_file),
+        AuditLog(signer),
+        cache=DekCache(0, 0),
+    )
 
 
 def _fail(message: str) -> None:
@@ -93,8 +102,10 @@ def _fail(message: str) -> None:
 @audit_app.command("verify")
 def audit_verify(
     file: Annotated[Path | None, typer.Option(help="Verify an export file offline.")] = None,
-    public_key: Annotated[Path | None, typer.Option(
-        help="Trusted public key (PEM or base64 raw); required with --file.")] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="Trusted public key (PEM or base64 raw); required with --file."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Verify the audit log; exit status 1 and a list of findings when it was tampered with."""
@@ -120,27 +131,45 @@ def audit_verify(
         report = audit.verify_database(engine, keys)
         engine.dispose()
     if as_json:
-        typer.echo(json.dumps({
-            "ok": report.ok, "events": report.event_count, "roots": report.root_count,
-            "unrooted": report.unrooted,
-            "findings": [{"kind": f.kind.value, "sequence": f.seq, "last_sequence": f.last_seq,
-                          "row_id": f.row_id, "description": f.description}
-                         for f in report.findings],
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "events": report.event_count,
+                    "roots": report.root_count,
+                    "unrooted": report.unrooted,
+                    "findings": [
+                        {
+                            "kind": f.kind.value,
+                            "sequence": f.seq,
+                            "last_sequence": f.last_seq,
+                            "row_id": f.row_id,
+                            "description": f.description,
+                        }
+                        for f in report.findings
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         for finding in report.findings:
             typer.echo(f"{finding.kind.value:12} {finding.description}")
         latest = report.latest_root.seq if report.latest_root else 0
-        typer.echo(f"{report.event_count} events, {report.root_count} signed roots "
-                   f"(latest covers event {latest}, {report.unrooted} after it): "
-                   + ("OK" if report.ok else f"{len(report.findings)} problem(s)"))
+        typer.echo(
+            f"{report.event_count} events, {report.root_count} signed roots "
+            f"(latest covers event {latest}, {report.unrooted} after it): "
+            + ("OK" if report.ok else f"{len(report.findings)} problem(s)")
+        )
     if not report.ok:
         raise typer.Exit(1)
 
 
 @audit_app.command("export")
 def audit_export(
-    output: Annotated[Path, typer.Option(help="Where to write the JSON Lines export ('-' = stdout).")],
+    output: Annotated[
+        Path, typer.Option(help="Where to write the JSON Lines export ('-' = stdout).")
+    ],
     start_sequence: Annotated[int, typer.Option(help="First event to export.")] = 0,
 ) -> None:
     """Export events, signed roots and the public key for an offline auditor."""
@@ -189,14 +218,18 @@ def keys_status() -> None:
     core = _core(VaultSettings())
     status = core.backend.status()
     outdated = core._outdated(status.current_version)
-    typer.echo(f"backend {core.backend.name}: current version {status.current_version}, "
-               f"min decryption version {status.min_decryption_version}, "
-               f"{outdated} data keys on older versions")
+    typer.echo(
+        f"backend {core.backend.name}: current version {status.current_version}, "
+        f"min decryption version {status.min_decryption_version}, "
+        f"{outdated} data keys on older versions"
+    )
     core.engine.dispose()
 
 
 @keys_app.command("rotate")
-def keys_rotate(reference: Annotated[str, typer.Option(help="Change ticket reference.")] = "") -> None:
+def keys_rotate(
+    reference: Annotated[str, typer.Option(help="Change ticket reference.")] = "",
+) -> None:
     """Create a new key-encryption key version."""
     from healthcode.vault.auth import Caller, Role
 
@@ -209,16 +242,19 @@ def keys_rotate(reference: Annotated[str, typer.Option(help="Change ticket refer
 @keys_app.command("rewrap")
 def keys_rewrap(
     limit: Annotated[int, typer.Option(help="At most this many data keys (0 = all).")] = 0,
-    retire: Annotated[bool, typer.Option(help="Retire older versions when nothing uses them.")]
-    = False,
+    retire: Annotated[
+        bool, typer.Option(help="Retire older versions when nothing uses them.")
+    ] = False,
 ) -> None:
     """Re-wrap data keys with the current key-encryption key version."""
     from healthcode.vault.auth import Caller, Role
 
     core = _core(VaultSettings())
     result = core.rewrap(Caller(_operator(), Role.KEY_ADMIN), limit, retire)
-    typer.echo(f"rewrapped {result.rewrapped}, remaining {result.remaining}, current version "
-               f"{result.current_version}, min decryption version {result.min_decryption_version}")
+    typer.echo(
+        f"rewrapped {result.rewrapped}, remaining {result.remaining}, current version "
+        f"{result.current_version}, min decryption version {result.min_decryption_version}"
+    )
     core.engine.dispose()
 
 
@@ -226,8 +262,9 @@ def keys_rewrap(
 def credentials_create(
     role: Annotated[str, typer.Option(help="platform, security_officer or key_admin")],
     name: Annotated[str, typer.Option(help="Caller name shown in the audit log.")],
-    output: Annotated[Path | None, typer.Option(help="Write to this file (0600) instead of "
-                                                "printing.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write to this file (0600) instead of printing.")
+    ] = None,
 ) -> None:
     """Create a credential; it is shown (or written) once and stored only hashed."""
     from healthcode.vault.auth import Role, create_credential, write_credential_file
@@ -255,7 +292,9 @@ def credentials_create(
 @credentials_app.command("revoke")
 def credentials_revoke(
     name: Annotated[str | None, typer.Option(help="Revoke every credential of this name.")] = None,
-    credential_id: Annotated[str | None, typer.Option("--id", help="Revoke one credential.")] = None,
+    credential_id: Annotated[
+        str | None, typer.Option("--id", help="Revoke one credential.")
+    ] = None,
 ) -> None:
     """Revoke credentials (effective within a few seconds on running servers)."""
     from healthcode.vault.auth import revoke_credentials

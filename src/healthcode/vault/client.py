@@ -18,14 +18,16 @@ config; writes are not retried automatically.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from healthcode_sdk._gen.healthcode.vault.v1 import vault_service_pb2, vault_service_pb2_grpc
 
 from healthcode.common.errors import (
     FailedPrecondition,
@@ -41,7 +43,6 @@ from healthcode.vault.auth import read_credential_file
 from healthcode.vault.errors import DOMAIN, DataLoss
 from healthcode.vault.fields import FieldType, Purpose
 from healthcode.vault.service import FIELD_TO_PB, PURPOSE_TO_PB
-from healthcode_sdk._gen.healthcode.vault.v1 import vault_service_pb2, vault_service_pb2_grpc
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -55,16 +56,25 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 5.0
 _SERVICE = "healthcode.vault.v1.VaultService"
-_SERVICE_CONFIG = json.dumps({
-    "methodConfig": [{
-        "name": [{"service": _SERVICE, "method": m}
-                 for m in ("LookupByValue", "MaskBatch", "DetokenizeBatch")],
-        "retryPolicy": {
-            "maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
-            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"],
-        },
-    }]
-})
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": _SERVICE, "method": m}
+                    for m in ("LookupByValue", "MaskBatch", "DetokenizeBatch")
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,8 @@ class DetokenizedItem:
 
 
 _FIELD_FROM_PB = {v: k for k, v in FIELD_TO_PB.items()}
+# googleapis-common-protos ships no type information; the module is used dynamically.
+error_details_pb2: Any = importlib.import_module("google.rpc.error_details_pb2")
 
 
 def _translate(err: grpc.aio.AioRpcError) -> ServiceError:
@@ -103,7 +115,7 @@ def _translate(err: grpc.aio.AioRpcError) -> ServiceError:
     reason = ""
     metadata: dict[str, str] = {}
     violations: list[FieldViolation] = []
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -114,13 +126,17 @@ def _translate(err: grpc.aio.AioRpcError) -> ServiceError:
             elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
-                violations.extend(FieldViolation(v.field, v.description)
-                                  for v in bad.field_violations)
+                violations.extend(
+                    FieldViolation(v.field, v.description) for v in bad.field_violations
+                )
     message = err.details() or code.name.lower()
     kw = {"domain": DOMAIN, "metadata": metadata}
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return Unavailable(reason or "VAULT_UNAVAILABLE",
-                           message if reason else "the privacy vault cannot be reached", **kw)
+        return Unavailable(
+            reason or "VAULT_UNAVAILABLE",
+            message if reason else "the privacy vault cannot be reached",
+            **kw,
+        )
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(reason or "INVALID_ARGUMENT", message, violations=violations, **kw)
     if code is grpc.StatusCode.PERMISSION_DENIED:
@@ -128,14 +144,16 @@ def _translate(err: grpc.aio.AioRpcError) -> ServiceError:
     if code is grpc.StatusCode.NOT_FOUND:
         return NotFound(reason or "NOT_FOUND", message, **kw)
     if code is grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(reason or "FAILED_PRECONDITION", message,
-                                  violations=violations, **kw)
+        return FailedPrecondition(
+            reason or "FAILED_PRECONDITION", message, violations=violations, **kw
+        )
     if code is grpc.StatusCode.UNAUTHENTICATED:
         return Unauthenticated(reason or "UNAUTHENTICATED", message, **kw)
     if code is grpc.StatusCode.DATA_LOSS:
         return DataLoss(reason or "DATA_LOSS", message, metadata=metadata)
-    return ServiceError(code=code, reason=reason or code.name, message=message, domain=DOMAIN,
-                        metadata=metadata)
+    return ServiceError(
+        code=code, reason=reason or code.name, message=message, domain=DOMAIN, metadata=metadata
+    )
 
 
 class VaultClient:
@@ -144,7 +162,10 @@ class VaultClient:
     def __init__(self, channel: grpc.aio.Channel, credential: str, timeout: float) -> None:
         self._channel = channel
         self._stub = vault_service_pb2_grpc.VaultServiceStub(channel)
-        self._metadata = (("authorization", f"Bearer {credential}"),)
+        # With mTLS alone (credential ""), the certificate is the identity.
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {credential}"),) if credential else ()
+        )
         self.timeout = timeout
 
     @classmethod
@@ -158,26 +179,40 @@ class VaultClient:
     ) -> VaultClient:
         """Open a channel (lazily connected). ``tls``: ``grpc.ssl_channel_credentials(...)``."""
         options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
-        channel = (grpc.aio.secure_channel(address, tls, options=options) if tls is not None
-                   else grpc.aio.insecure_channel(address, options=options))
+        channel = (
+            grpc.aio.secure_channel(address, tls, options=options)
+            if tls is not None
+            else grpc.aio.insecure_channel(address, options=options)
+        )
         return cls(channel, credential, timeout)
 
     @classmethod
     def from_credential_file(cls, address: str, path: Path | str, **kwargs: object) -> VaultClient:
-        """Connect with the credential in ``path`` (e.g. ``VaultSettings().platform_credential_file``)."""
+        """Connect with the credential file at ``path``.
+
+        The platform server passes ``VaultSettings().platform_credential_file``.
+        """
         return cls.connect(address, read_credential_file(Path(path)), **kwargs)  # type: ignore[arg-type]
 
-    async def tokenize(self, items: Sequence[TokenizeItem], *, request_id: str = ""
-                       ) -> list[TokenResult]:
+    async def tokenize(
+        self, items: Sequence[TokenizeItem], *, request_id: str = ""
+    ) -> list[TokenResult]:
         """Tokenize values in one round trip; a known value returns its existing token."""
-        request = vault_service_pb2.TokenizeBatchRequest(request_id=request_id, items=[
-            vault_service_pb2.TokenizeItem(field_type=FIELD_TO_PB[FieldType(i.field_type)],
-                                           value=i.value, subject_id=i.subject_id)
-            for i in items
-        ])
+        request = vault_service_pb2.TokenizeBatchRequest(
+            request_id=request_id,
+            items=[
+                vault_service_pb2.TokenizeItem(
+                    field_type=FIELD_TO_PB[FieldType(i.field_type)],
+                    value=i.value,
+                    subject_id=i.subject_id,
+                )
+                for i in items
+            ],
+        )
         try:
-            response = await self._stub.TokenizeBatch(request, timeout=self.timeout,
-                                                      metadata=self._metadata)
+            response = await self._stub.TokenizeBatch(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as err:
             raise _translate(err) from None
         return [TokenResult(r.token, r.masked, r.created) for r in response.results]
@@ -185,10 +220,12 @@ class VaultClient:
     async def lookup(self, field_type: FieldType, values: Sequence[str]) -> list[str | None]:
         """Existing tokens for ID numbers or phones (None where unknown), one round trip."""
         request = vault_service_pb2.LookupByValueRequest(
-            field_type=FIELD_TO_PB[FieldType(field_type)], values=list(values))
+            field_type=FIELD_TO_PB[FieldType(field_type)], values=list(values)
+        )
         try:
-            response = await self._stub.LookupByValue(request, timeout=self.timeout,
-                                                      metadata=self._metadata)
+            response = await self._stub.LookupByValue(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as err:
             raise _translate(err) from None
         return [r.token if r.found else None for r in response.results]
@@ -198,45 +235,67 @@ class VaultClient:
         try:
             response = await self._stub.MaskBatch(
                 vault_service_pb2.MaskBatchRequest(tokens=list(tokens)),
-                timeout=self.timeout, metadata=self._metadata)
+                timeout=self.timeout,
+                metadata=self._metadata,
+            )
         except grpc.aio.AioRpcError as err:
             raise _translate(err) from None
         return [v.masked for v in response.values]
 
-    async def detokenize_items(self, tokens: Sequence[str], purpose: Purpose | str, *,
-                               reference: str = "", request_id: str = ""
-                               ) -> list[DetokenizedItem]:
+    async def detokenize_items(
+        self,
+        tokens: Sequence[str],
+        purpose: Purpose | str,
+        *,
+        reference: str = "",
+        request_id: str = "",
+    ) -> list[DetokenizedItem]:
         """Values (or masked values, as the policy says) with their type and masking flag."""
         try:
             pb_purpose = PURPOSE_TO_PB[Purpose(purpose)]
         except ValueError:
             raise InvalidArgument(
-                "INVALID_ARGUMENT", "invalid purpose", domain=DOMAIN,
-                violations=[FieldViolation("purpose", "must be one of "
-                                           + ", ".join(p.value for p in Purpose))]) from None
+                "INVALID_ARGUMENT",
+                "invalid purpose",
+                domain=DOMAIN,
+                violations=[
+                    FieldViolation(
+                        "purpose", "must be one of " + ", ".join(p.value for p in Purpose)
+                    )
+                ],
+            ) from None
         request = vault_service_pb2.DetokenizeBatchRequest(
-            tokens=list(tokens), purpose=pb_purpose, reference=reference, request_id=request_id)
+            tokens=list(tokens), purpose=pb_purpose, reference=reference, request_id=request_id
+        )
         try:
-            response = await self._stub.DetokenizeBatch(request, timeout=self.timeout,
-                                                        metadata=self._metadata)
+            response = await self._stub.DetokenizeBatch(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as err:
             raise _translate(err) from None
-        return [DetokenizedItem(v.token, v.value, v.masked, _FIELD_FROM_PB[v.field_type])
-                for v in response.values]
+        return [
+            DetokenizedItem(v.token, v.value, v.masked, _FIELD_FROM_PB[v.field_type])
+            for v in response.values
+        ]
 
-    async def detokenize(self, tokens: Sequence[str], purpose: Purpose | str, *,
-                         reference: str = "") -> list[str]:
+    async def detokenize(
+        self, tokens: Sequence[str], purpose: Purpose | str, *, reference: str = ""
+    ) -> list[str]:
         """Values behind tokens for a purpose (masked where the policy allows only that)."""
         return [i.value for i in await self.detokenize_items(tokens, purpose, reference=reference)]
 
-    async def erase(self, subject_ids: Sequence[str], *, reference: str = "",
-                    request_id: str = "") -> int:
+    async def erase(
+        self, subject_ids: Sequence[str], *, reference: str = "", request_id: str = ""
+    ) -> int:
         """Crypto-shred subjects; returns how many had live data."""
         try:
             response = await self._stub.Erase(
-                vault_service_pb2.EraseRequest(subject_ids=list(subject_ids), reference=reference,
-                                               request_id=request_id),
-                timeout=self.timeout, metadata=self._metadata)
+                vault_service_pb2.EraseRequest(
+                    subject_ids=list(subject_ids), reference=reference, request_id=request_id
+                ),
+                timeout=self.timeout,
+                metadata=self._metadata,
+            )
         except grpc.aio.AioRpcError as err:
             raise _translate(err) from None
         return response.erased_subject_count

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from healthcode.common.errors import (
@@ -91,6 +92,17 @@ class RewrapResult:
     min_decryption_version: int
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """The columns of a token row that reads need."""
+
+    token: str
+    subject_id: str
+    ciphertext: bytes | None
+    masked: str | None
+    erased_at: int | None
+
+
 def _now() -> int:
     return time.time_ns() // 1000
 
@@ -123,7 +135,7 @@ class VaultCore:
     # -- key backend gate ------------------------------------------------------------------------
 
     def ensure_backend(self) -> None:
-        """Fail closed while the key backend is sealed or unreachable (probe at most once a tick)."""
+        """Fail closed while the key backend is sealed or unreachable (probed once per tick)."""
         if time.monotonic() < self._backend_ok_until:
             return
         with self._backend_lock:
@@ -160,8 +172,9 @@ class VaultCore:
         self.cache.clear()
 
     def _unavailable(self, exc: BackendUnavailable) -> Unavailable:
-        return Unavailable(exc.reason, f"{exc.message}; personal data cannot be processed now",
-                           domain=DOMAIN)
+        return Unavailable(
+            exc.reason, f"{exc.message}; personal data cannot be processed now", domain=DOMAIN
+        )
 
     def _keys(self, fn: Callable[[], T]) -> T:
         try:
@@ -175,19 +188,29 @@ class VaultCore:
     def _check_role(self, caller: Caller, action: Action, *roles: Role) -> None:
         if caller.role not in roles:
             self._audit_failure(caller, action, Outcome.DENIED, "ROLE_DENIED")
-            raise PermissionDenied("ROLE_DENIED", f"role {caller.role} may not call {action}",
-                                   domain=DOMAIN)
+            raise PermissionDenied(
+                "ROLE_DENIED", f"role {caller.role} may not call {action}", domain=DOMAIN
+            )
 
     def _check_batch(self, name: str, size: int) -> None:
         if size == 0:
             raise invalid_fields([FieldViolation(name, "must contain at least one item")])
         if size > self.max_batch:
-            raise invalid_fields([FieldViolation(name, f"must contain at most {self.max_batch} items")])
+            raise invalid_fields(
+                [FieldViolation(name, f"must contain at most {self.max_batch} items")]
+            )
 
-    def _audit_failure(self, caller: Caller, action: Action, outcome: Outcome, reason: str,
-                       **extra: object) -> None:
-        record = AuditRecord(caller=caller.name, caller_role=caller.role.value, action=action,
-                             outcome=outcome, reason=reason, **extra)  # type: ignore[arg-type]
+    def _audit_failure(
+        self, caller: Caller, action: Action, outcome: Outcome, reason: str, **extra: object
+    ) -> None:
+        record = AuditRecord(
+            caller=caller.name,
+            caller_role=caller.role.value,
+            action=action,
+            outcome=outcome,
+            reason=reason,
+            **extra,  # type: ignore[arg-type]
+        )
         self.audit.record(self.engine, record)
 
     def audited(self, caller: Caller, action: Action, fn: Callable[[], T], **extra: object) -> T:
@@ -202,27 +225,45 @@ class VaultCore:
 
     def _validate_tokens(self, values: Sequence[str], name: str = "tokens") -> None:
         self._check_batch(name, len(values))
-        bad = [FieldViolation(f"{name}[{i}]", "is not a vault token") for i, t in enumerate(values)
-               if not is_token(t)]
+        bad = [
+            FieldViolation(f"{name}[{i}]", "is not a vault token")
+            for i, t in enumerate(values)
+            if not is_token(t)
+        ]
         if bad:
             raise invalid_fields(bad)
 
-    def _token_rows(self, wanted: Sequence[str]) -> dict[str, Any]:
+    def _token_rows(self, wanted: Sequence[str]) -> dict[str, TokenRow]:
         unique = list(dict.fromkeys(wanted))
-        rows: dict[str, Any] = {}
+        rows: dict[str, TokenRow] = {}
         with self.engine.connect() as conn:
+            # The hot path of detokenization: a driver-level IN query skips SQLAlchemy's
+            # per-execution compilation of 250 expanding parameters.
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             for start in range(0, len(unique), 500):
                 chunk = unique[start : start + 500]
-                for row in conn.execute(select(tokens).where(tokens.c.token.in_(chunk))):
-                    rows[row.token] = row
+                sql = (
+                    "SELECT token, subject_id, ciphertext, masked, erased_at FROM tokens "  # noqa: S608 - only placeholders are interpolated
+                    f"WHERE token IN ({', '.join([mark] * len(chunk))})"
+                )
+                for row in conn.exec_driver_sql(sql, tuple(chunk)):
+                    rows[row[0]] = TokenRow(row[0], row[1], row[2], row[3], row[4])
         for i, token in enumerate(wanted):
             found = rows.get(token)
             if found is None:
-                raise NotFound("TOKEN_NOT_FOUND", f"tokens[{i}] is not known to the vault",
-                               domain=DOMAIN, metadata={"index": str(i), "token": token})
+                raise NotFound(
+                    "TOKEN_NOT_FOUND",
+                    f"tokens[{i}] is not known to the vault",
+                    domain=DOMAIN,
+                    metadata={"index": str(i), "token": token},
+                )
             if found.erased_at is not None:
-                raise NotFound("TOKEN_ERASED", f"tokens[{i}] was erased", domain=DOMAIN,
-                               metadata={"index": str(i), "token": token})
+                raise NotFound(
+                    "TOKEN_ERASED",
+                    f"tokens[{i}] was erased",
+                    domain=DOMAIN,
+                    metadata={"index": str(i), "token": token},
+                )
         return rows
 
     def _data_keys(self, subject_ids: Sequence[str]) -> dict[str, bytes]:
@@ -242,8 +283,9 @@ class VaultCore:
             for start in range(0, len(missing), 500):
                 chunk = missing[start : start + 500]
                 for row in conn.execute(
-                    select(subject_keys.c.subject_id, subject_keys.c.wrapped_dek)
-                    .where(subject_keys.c.subject_id.in_(chunk))
+                    select(subject_keys.c.subject_id, subject_keys.c.wrapped_dek).where(
+                        subject_keys.c.subject_id.in_(chunk)
+                    )
                 ):
                     if row.wrapped_dek is not None:
                         wrapped[row.subject_id] = row.wrapped_dek
@@ -253,9 +295,11 @@ class VaultCore:
         except UnwrapFailure as exc:
             subject = order[exc.index]
             log.error("vault.integrity.wrapped_key", subject_id=subject)
-            raise DataLoss("WRAPPED_KEY_INTEGRITY_FAILURE",
-                           "a stored data key failed its integrity check",
-                           metadata={"subject_id": subject}) from exc
+            raise DataLoss(
+                "WRAPPED_KEY_INTEGRITY_FAILURE",
+                "a stored data key failed its integrity check",
+                metadata={"subject_id": subject},
+            ) from exc
         for subject_id, key in zip(order, plain, strict=True):
             self.cache.put(subject_id, key)
             keys[subject_id] = key
@@ -263,8 +307,9 @@ class VaultCore:
 
     # -- tokenize --------------------------------------------------------------------------------
 
-    def tokenize(self, caller: Caller, items: Sequence[TokenizeInput], request_id: str = ""
-                 ) -> list[Tokenized]:
+    def tokenize(
+        self, caller: Caller, items: Sequence[TokenizeInput], request_id: str = ""
+    ) -> list[Tokenized]:
         """Store values (deduplicated through the blind index) and return their tokens."""
         self._check_role(caller, Action.TOKENIZE, Role.PLATFORM)
         self._check_batch("items", len(items))
@@ -272,8 +317,11 @@ class VaultCore:
         violations: list[FieldViolation] = []
         for i, item in enumerate(items):
             if not is_subject_id(item.subject_id):
-                violations.append(FieldViolation(
-                    f"items[{i}].subject_id", "must be 1-128 characters of A-Za-z0-9._:-"))
+                violations.append(
+                    FieldViolation(
+                        f"items[{i}].subject_id", "must be 1-128 characters of A-Za-z0-9._:-"
+                    )
+                )
             try:
                 canon.append(normalize(item.field_type, item.value))
             except ValueError_ as exc:
@@ -286,8 +334,10 @@ class VaultCore:
 
         def run() -> list[Tokenized]:
             self.ensure_backend()
-            messages = [crypto.blind_index_message(it.field_type, c, it.subject_id)
-                        for it, c in zip(items, canon, strict=True)]
+            messages = [
+                crypto.blind_index_message(it.field_type, c, it.subject_id)
+                for it, c in zip(items, canon, strict=True)
+            ]
             bidx = self._keys(lambda: self.backend.blind_index(messages))
             for attempt in range(3):
                 try:
@@ -298,23 +348,49 @@ class VaultCore:
                     log.info("vault.tokenize.retry_conflict", attempt=attempt)
             raise AssertionError("unreachable")
 
-        return self.audited(caller, Action.TOKENIZE, run, subject_ids=subjects,
-                            field_types=fields, request_id=request_id)
+        return self.audited(
+            caller,
+            Action.TOKENIZE,
+            run,
+            subject_ids=subjects,
+            field_types=fields,
+            request_id=request_id,
+        )
 
-    def _tokenize_once(self, caller: Caller, items: Sequence[TokenizeInput], canon: list[str],
-                       bidx: list[bytes], request_id: str) -> list[Tokenized]:
-        pairs = list(dict.fromkeys((it.field_type.value, b) for it, b in zip(items, bidx, strict=True)))
+    def _tokenize_once(
+        self,
+        caller: Caller,
+        items: Sequence[TokenizeInput],
+        canon: list[str],
+        bidx: list[bytes],
+        request_id: str,
+    ) -> list[Tokenized]:
+        pairs = list(
+            dict.fromkeys((it.field_type.value, b) for it, b in zip(items, bidx, strict=True))
+        )
         existing: dict[tuple[str, bytes], Any] = {}
         subjects = list(dict.fromkeys(it.subject_id for it in items))
         with self.engine.connect() as conn:
-            for start in range(0, len(pairs), 300):
-                chunk = pairs[start : start + 300]
-                cond = or_(*(and_(tokens.c.field_type == f, tokens.c.bidx == b) for f, b in chunk))
-                for row in conn.execute(select(tokens).where(cond)):
-                    existing[(row.field_type, bytes(row.bidx))] = row
+            # The HMAC input includes the field type, so bidx alone selects the candidates;
+            # the (field_type, bidx) pair is then matched exactly.
+            wanted = set(pairs)
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            unique_bidx = list(dict.fromkeys(b for _, b in pairs))
+            for start in range(0, len(unique_bidx), 500):
+                chunk = unique_bidx[start : start + 500]
+                sql = (
+                    "SELECT token, field_type, subject_id, bidx, masked FROM tokens "  # noqa: S608 - only placeholders are interpolated
+                    f"WHERE bidx IN ({', '.join([mark] * len(chunk))})"
+                )
+                for row in conn.exec_driver_sql(sql, tuple(chunk)):
+                    key = (row[1], bytes(row[3]))
+                    if key in wanted:
+                        existing[key] = TokenRow(row[0], row[2], None, row[4], None)
             subject_rows = {
-                row.subject_id: row for row in conn.execute(
-                    select(subject_keys).where(subject_keys.c.subject_id.in_(subjects)))
+                row.subject_id: row
+                for row in conn.execute(
+                    select(subject_keys).where(subject_keys.c.subject_id.in_(subjects))
+                )
             }
         for i, (item, b) in enumerate(zip(items, bidx, strict=True)):
             held = existing.get((item.field_type.value, b))
@@ -328,16 +404,23 @@ class VaultCore:
                 )
         erased = [s for s, r in subject_rows.items() if r.erased_at is not None]
         if erased:
-            raise FailedPrecondition("SUBJECT_ERASED", "a subject in the request was erased",
-                                     domain=DOMAIN, metadata={"subject_id": erased[0]})
+            raise FailedPrecondition(
+                "SUBJECT_ERASED",
+                "a subject in the request was erased",
+                domain=DOMAIN,
+                metadata={"subject_id": erased[0]},
+            )
         need_new = [
-            (i, it) for i, (it, b) in enumerate(zip(items, bidx, strict=True))
+            (i, it)
+            for i, (it, b) in enumerate(zip(items, bidx, strict=True))
             if (it.field_type.value, b) not in existing
         ]
-        new_subjects = [s for s in dict.fromkeys(it.subject_id for _, it in need_new)
-                        if s not in subject_rows]
-        old_subjects = [s for s in dict.fromkeys(it.subject_id for _, it in need_new)
-                        if s in subject_rows]
+        new_subjects = [
+            s for s in dict.fromkeys(it.subject_id for _, it in need_new) if s not in subject_rows
+        ]
+        old_subjects = [
+            s for s in dict.fromkeys(it.subject_id for _, it in need_new) if s in subject_rows
+        ]
         keys = self._data_keys(old_subjects) if old_subjects else {}
         fresh = {s: crypto.new_data_key() for s in new_subjects}
         wrapped = self._keys(lambda: self.backend.wrap(list(fresh.values()))) if fresh else []
@@ -352,48 +435,71 @@ class VaultCore:
                 results[i] = Tokenized(old.token, old.masked or "", False)
                 continue
             if key in new_rows:
-                results[i] = Tokenized(str(new_rows[key]["token"]), str(new_rows[key]["masked"]), True)
+                results[i] = Tokenized(
+                    str(new_rows[key]["token"]), str(new_rows[key]["masked"]), True
+                )
                 continue
             token = new_token(item.field_type)
             masked = mask(item.field_type, canon[i])
             new_rows[key] = {
-                "token": token, "field_type": item.field_type.value,
-                "subject_id": item.subject_id, "bidx": b,
-                "ciphertext": crypto.encrypt_value(keys[item.subject_id], item.field_type, token,
-                                                   item.subject_id, canon[i]),
-                "masked": masked, "created_at": now, "erased_at": None,
+                "token": token,
+                "field_type": item.field_type.value,
+                "subject_id": item.subject_id,
+                "bidx": b,
+                "ciphertext": crypto.encrypt_value(
+                    keys[item.subject_id], item.field_type, token, item.subject_id, canon[i]
+                ),
+                "masked": masked,
+                "created_at": now,
+                "erased_at": None,
             }
             results[i] = Tokenized(token, masked, True)
         done = [r for r in results if r is not None]
         with self.audit.lock, self.engine.begin() as conn:
             if fresh:
-                conn.execute(insert(subject_keys), [
-                    {"subject_id": s, "wrapped_dek": w.ciphertext, "kek_version": w.version,
-                     "created_at": now, "erased_at": None}
-                    for s, w in zip(fresh, wrapped, strict=True)
-                ])
+                conn.execute(
+                    insert(subject_keys),
+                    [
+                        {
+                            "subject_id": s,
+                            "wrapped_dek": w.ciphertext,
+                            "kek_version": w.version,
+                            "created_at": now,
+                            "erased_at": None,
+                        }
+                        for s, w in zip(fresh, wrapped, strict=True)
+                    ],
+                )
             if new_rows:
                 conn.execute(insert(tokens), list(new_rows.values()))
-            self.audit.append(conn, AuditRecord(
-                caller=caller.name, caller_role=caller.role.value, action=Action.TOKENIZE,
-                outcome=Outcome.ALLOWED, tokens=tuple(r.token for r in done),
-                subject_ids=tuple(subjects),
-                field_types=tuple(dict.fromkeys(i.field_type.value for i in items)),
-                request_id=request_id,
-            ))
+            self.audit.append(
+                conn,
+                AuditRecord(
+                    caller=caller.name,
+                    caller_role=caller.role.value,
+                    action=Action.TOKENIZE,
+                    outcome=Outcome.ALLOWED,
+                    tokens=tuple(r.token for r in done),
+                    subject_ids=tuple(subjects),
+                    field_types=tuple(dict.fromkeys(i.field_type.value for i in items)),
+                    request_id=request_id,
+                ),
+            )
         for s, k in fresh.items():
             self.cache.put(s, k)
         return done
 
     # -- lookup ----------------------------------------------------------------------------------
 
-    def lookup(self, caller: Caller, field_type: FieldType | None, values: Sequence[str]
-               ) -> list[str | None]:
+    def lookup(
+        self, caller: Caller, field_type: FieldType | None, values: Sequence[str]
+    ) -> list[str | None]:
         """Existing tokens for identifier values (blind index; nothing is decrypted)."""
         self._check_role(caller, Action.LOOKUP, Role.PLATFORM)
         if field_type is None or field_type not in SEARCHABLE:
-            raise invalid_fields([FieldViolation(
-                "field_type", "must be FIELD_TYPE_ID_NUMBER or FIELD_TYPE_PHONE")])
+            raise invalid_fields(
+                [FieldViolation("field_type", "must be FIELD_TYPE_ID_NUMBER or FIELD_TYPE_PHONE")]
+            )
         self._check_batch("values", len(values))
         canon: list[str] = []
         violations = []
@@ -407,51 +513,74 @@ class VaultCore:
 
         def run() -> list[str | None]:
             self.ensure_backend()
-            bidx = self._keys(lambda: self.backend.blind_index(
-                [crypto.blind_index_message(field_type, c, "") for c in canon]))
+            bidx = self._keys(
+                lambda: self.backend.blind_index(
+                    [crypto.blind_index_message(field_type, c, "") for c in canon]
+                )
+            )
             found: dict[bytes, str] = {}
             with self.audit.lock, self.engine.begin() as conn:
                 unique = list(dict.fromkeys(bidx))
                 for start in range(0, len(unique), 500):
-                    for row in conn.execute(select(tokens.c.token, tokens.c.bidx).where(
-                        tokens.c.field_type == field_type.value,
-                        tokens.c.bidx.in_(unique[start : start + 500]),
-                        tokens.c.erased_at.is_(None),
-                    )):
+                    for row in conn.execute(
+                        select(tokens.c.token, tokens.c.bidx).where(
+                            tokens.c.field_type == field_type.value,
+                            tokens.c.bidx.in_(unique[start : start + 500]),
+                            tokens.c.erased_at.is_(None),
+                        )
+                    ):
                         found[bytes(row.bidx)] = row.token
                 result = [found.get(b) for b in bidx]
-                self.audit.append(conn, AuditRecord(
-                    caller=caller.name, caller_role=caller.role.value, action=Action.LOOKUP,
-                    outcome=Outcome.ALLOWED, tokens=tuple(t for t in result if t),
-                    field_types=(field_type.value,),
-                ))
+                self.audit.append(
+                    conn,
+                    AuditRecord(
+                        caller=caller.name,
+                        caller_role=caller.role.value,
+                        action=Action.LOOKUP,
+                        outcome=Outcome.ALLOWED,
+                        tokens=tuple(t for t in result if t),
+                        field_types=(field_type.value,),
+                    ),
+                )
             return result
 
         return self.audited(caller, Action.LOOKUP, run, field_types=(field_type.value,))
 
     # -- detokenize ------------------------------------------------------------------------------
 
-    def detokenize(self, caller: Caller, wanted: Sequence[str], purpose: Purpose | None,
-                   reference: str = "", request_id: str = "") -> tuple[list[Detokenized], int]:
+    def detokenize(
+        self,
+        caller: Caller,
+        wanted: Sequence[str],
+        purpose: Purpose | None,
+        reference: str = "",
+        request_id: str = "",
+    ) -> tuple[list[Detokenized], int]:
         """Values behind tokens, as the policy allows for this caller and purpose."""
         self._check_role(caller, Action.DETOKENIZE, Role.PLATFORM)
         violations = []
         if purpose is None:
             violations.append(FieldViolation("purpose", "must name a purpose"))
         if not is_reference(reference):
-            violations.append(FieldViolation("reference", "must be up to 128 characters of "
-                                              "A-Za-z0-9._:/#-"))
+            violations.append(
+                FieldViolation("reference", "must be up to 128 characters of A-Za-z0-9._:/#-")
+            )
         if violations:
             raise invalid_fields(violations)
         assert purpose is not None
         self._validate_tokens(wanted)
         policy = self.policy.current()
         field_types = [token_field_type(t) for t in wanted]
-        decisions = {f: policy.decide(caller.name, caller.role.value, f, purpose)
-                     for f in dict.fromkeys(field_types)}
+        decisions = {
+            f: policy.decide(caller.name, caller.role.value, f, purpose)
+            for f in dict.fromkeys(field_types)
+        }
         extra: dict[str, object] = {
-            "purpose": purpose.value, "tokens": tuple(wanted), "reference": reference,
-            "request_id": request_id, "policy_version": policy.version,
+            "purpose": purpose.value,
+            "tokens": tuple(wanted),
+            "reference": reference,
+            "request_id": request_id,
+            "policy_version": policy.version,
             "field_types": tuple(f.value for f in decisions),
         }
 
@@ -467,13 +596,14 @@ class VaultCore:
                 )
             rows = self._token_rows(wanted)
             plain_subjects = [
-                rows[t].subject_id for t, f in zip(wanted, field_types, strict=True)
+                rows[t].subject_id
+                for t, f in zip(wanted, field_types, strict=True)
                 if decisions[f] is Access.PLAIN
             ]
-            keys: dict[str, bytes] = {}
+            keys: dict[str, AESGCM] = {}
             if plain_subjects:
                 self.ensure_backend()
-                keys = self._data_keys(plain_subjects)
+                keys = {s: AESGCM(k) for s, k in self._data_keys(plain_subjects).items()}
             out = []
             for i, (token, ftype) in enumerate(zip(wanted, field_types, strict=True)):
                 row = rows[token]
@@ -482,23 +612,35 @@ class VaultCore:
                     continue
                 subject = row.subject_id
                 if subject not in keys:
-                    raise NotFound("TOKEN_ERASED", f"tokens[{i}] was erased", domain=DOMAIN,
-                                   metadata={"index": str(i), "token": token})
+                    raise NotFound(
+                        "TOKEN_ERASED",
+                        f"tokens[{i}] was erased",
+                        domain=DOMAIN,
+                        metadata={"index": str(i), "token": token},
+                    )
                 try:
-                    value = crypto.decrypt_value(keys[subject], ftype, token, subject,
-                                                 bytes(row.ciphertext))
+                    value = crypto.decrypt_value(
+                        keys[subject], ftype, token, subject, bytes(row.ciphertext or b"")
+                    )
                 except crypto.IntegrityFailure as exc:
                     log.error("vault.integrity.ciphertext", token=token)
-                    raise DataLoss("CIPHERTEXT_INTEGRITY_FAILURE",
-                                   f"tokens[{i}]: stored ciphertext failed its integrity check",
-                                   metadata={"index": str(i), "token": token}) from exc
+                    raise DataLoss(
+                        "CIPHERTEXT_INTEGRITY_FAILURE",
+                        f"tokens[{i}]: stored ciphertext failed its integrity check",
+                        metadata={"index": str(i), "token": token},
+                    ) from exc
                 out.append(Detokenized(token, value, False, ftype))
-            self.audit.record(self.engine, AuditRecord(
-                caller=caller.name, caller_role=caller.role.value, action=Action.DETOKENIZE,
-                outcome=Outcome.ALLOWED,
-                subject_ids=tuple(dict.fromkeys(r.subject_id for r in rows.values())),
-                **extra,  # type: ignore[arg-type]
-            ))
+            self.audit.record(
+                self.engine,
+                AuditRecord(
+                    caller=caller.name,
+                    caller_role=caller.role.value,
+                    action=Action.DETOKENIZE,
+                    outcome=Outcome.ALLOWED,
+                    subject_ids=tuple(dict.fromkeys(r.subject_id for r in rows.values())),
+                    **extra,  # type: ignore[arg-type]
+                ),
+            )
             return out, policy.version
 
         return self.audited(caller, Action.DETOKENIZE, run, **extra)
@@ -513,27 +655,37 @@ class VaultCore:
         def run() -> list[tuple[str, str, FieldType]]:
             rows = self._token_rows(wanted)
             out = [(t, rows[t].masked or "", token_field_type(t)) for t in wanted]
-            self.audit.record(self.engine, AuditRecord(
-                caller=caller.name, caller_role=caller.role.value, action=Action.MASK,
-                outcome=Outcome.ALLOWED, tokens=tuple(wanted),
-            ))
+            self.audit.record(
+                self.engine,
+                AuditRecord(
+                    caller=caller.name,
+                    caller_role=caller.role.value,
+                    action=Action.MASK,
+                    outcome=Outcome.ALLOWED,
+                    tokens=tuple(wanted),
+                ),
+            )
             return out
 
         return self.audited(caller, Action.MASK, run, tokens=tuple(wanted))
 
     # -- erase -----------------------------------------------------------------------------------
 
-    def erase(self, caller: Caller, subject_ids: Sequence[str], reference: str = "",
-              request_id: str = "") -> tuple[int, int]:
+    def erase(
+        self, caller: Caller, subject_ids: Sequence[str], reference: str = "", request_id: str = ""
+    ) -> tuple[int, int]:
         """Crypto-shred subjects: destroy their data keys, ciphertexts and blind indexes."""
         self._check_role(caller, Action.ERASE, Role.PLATFORM)
         self._check_batch("subject_ids", len(subject_ids))
-        violations = [FieldViolation(f"subject_ids[{i}]", "must be 1-128 characters of "
-                                     "A-Za-z0-9._:-")
-                      for i, s in enumerate(subject_ids) if not is_subject_id(s)]
+        violations = [
+            FieldViolation(f"subject_ids[{i}]", "must be 1-128 characters of A-Za-z0-9._:-")
+            for i, s in enumerate(subject_ids)
+            if not is_subject_id(s)
+        ]
         if not is_reference(reference):
-            violations.append(FieldViolation("reference", "must be up to 128 characters of "
-                                             "A-Za-z0-9._:/#-"))
+            violations.append(
+                FieldViolation("reference", "must be up to 128 characters of A-Za-z0-9._:/#-")
+            )
         if violations:
             raise invalid_fields(violations)
         unique = list(dict.fromkeys(subject_ids))
@@ -541,12 +693,19 @@ class VaultCore:
         def run() -> tuple[int, int]:
             now = _now()
             with self.audit.lock, self.engine.begin() as conn:
-                erased_tokens = [r.token for r in conn.execute(
-                    select(tokens.c.token).where(tokens.c.subject_id.in_(unique),
-                                                 tokens.c.erased_at.is_(None)))]
+                erased_tokens = [
+                    r.token
+                    for r in conn.execute(
+                        select(tokens.c.token).where(
+                            tokens.c.subject_id.in_(unique), tokens.c.erased_at.is_(None)
+                        )
+                    )
+                ]
                 subjects = conn.execute(
                     update(subject_keys)
-                    .where(subject_keys.c.subject_id.in_(unique), subject_keys.c.erased_at.is_(None))
+                    .where(
+                        subject_keys.c.subject_id.in_(unique), subject_keys.c.erased_at.is_(None)
+                    )
                     .values(wrapped_dek=None, kek_version=None, erased_at=now)
                 ).rowcount
                 conn.execute(
@@ -554,24 +713,45 @@ class VaultCore:
                     .where(tokens.c.subject_id.in_(unique), tokens.c.erased_at.is_(None))
                     .values(ciphertext=None, bidx=None, masked=None, erased_at=now)
                 )
-                self.audit.append(conn, AuditRecord(
-                    caller=caller.name, caller_role=caller.role.value, action=Action.ERASE,
-                    outcome=Outcome.ALLOWED, subject_ids=tuple(unique),
-                    tokens=tuple(erased_tokens), reference=reference, request_id=request_id,
-                ))
+                self.audit.append(
+                    conn,
+                    AuditRecord(
+                        caller=caller.name,
+                        caller_role=caller.role.value,
+                        action=Action.ERASE,
+                        outcome=Outcome.ALLOWED,
+                        subject_ids=tuple(unique),
+                        tokens=tuple(erased_tokens),
+                        reference=reference,
+                        request_id=request_id,
+                    ),
+                )
             self.cache.discard(unique)
             return subjects, len(erased_tokens)
 
-        return self.audited(caller, Action.ERASE, run, subject_ids=tuple(unique),
-                            reference=reference, request_id=request_id)
+        return self.audited(
+            caller,
+            Action.ERASE,
+            run,
+            subject_ids=tuple(unique),
+            reference=reference,
+            request_id=request_id,
+        )
 
     # -- keys ------------------------------------------------------------------------------------
 
     def _outdated(self, current: int) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(subject_keys).where(
-                subject_keys.c.wrapped_dek.is_not(None), subject_keys.c.kek_version < current
-            )).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(subject_keys)
+                    .where(
+                        subject_keys.c.wrapped_dek.is_not(None),
+                        subject_keys.c.kek_version < current,
+                    )
+                ).scalar_one()
+            )
 
     def rotate(self, caller: Caller, reference: str = "") -> tuple[int, int]:
         """New KEK version; returns (current version, data keys still on older versions)."""
@@ -581,18 +761,25 @@ class VaultCore:
             self.ensure_backend()
             status = self._keys(self.backend.rotate)
             outdated = self._outdated(status.current_version)
-            self.audit.record(self.engine, AuditRecord(
-                caller=caller.name, caller_role=caller.role.value, action=Action.ROTATE_KEYS,
-                outcome=Outcome.ALLOWED, reference=reference,
-                reason=f"KEK_VERSION_{status.current_version}",
-            ))
+            self.audit.record(
+                self.engine,
+                AuditRecord(
+                    caller=caller.name,
+                    caller_role=caller.role.value,
+                    action=Action.ROTATE_KEYS,
+                    outcome=Outcome.ALLOWED,
+                    reference=reference,
+                    reason=f"KEK_VERSION_{status.current_version}",
+                ),
+            )
             log.info("vault.keys.rotated", version=status.current_version, outdated=outdated)
             return status.current_version, outdated
 
         return self.audited(caller, Action.ROTATE_KEYS, run, reference=reference)
 
-    def rewrap(self, caller: Caller, limit: int = 0, retire_old_versions: bool = False
-               ) -> RewrapResult:
+    def rewrap(
+        self, caller: Caller, limit: int = 0, retire_old_versions: bool = False
+    ) -> RewrapResult:
         """Move wrapped data keys (and the audit signing key) to the current KEK version."""
         self._check_role(caller, Action.REWRAP, Role.KEY_ADMIN)
         if limit < 0:
@@ -608,44 +795,67 @@ class VaultCore:
                 with self.engine.connect() as conn:
                     rows = conn.execute(
                         select(subject_keys.c.subject_id, subject_keys.c.wrapped_dek)
-                        .where(subject_keys.c.wrapped_dek.is_not(None),
-                               subject_keys.c.kek_version < current)
-                        .order_by(subject_keys.c.subject_id).limit(take)
+                        .where(
+                            subject_keys.c.wrapped_dek.is_not(None),
+                            subject_keys.c.kek_version < current,
+                        )
+                        .order_by(subject_keys.c.subject_id)
+                        .limit(take)
                     ).all()
                 if not rows:
                     break
                 try:
-                    fresh = self._keys(lambda rows=rows: self.backend.rewrap(  # type: ignore[misc]
-                        [r.wrapped_dek for r in rows]))
+                    fresh = self._keys(
+                        lambda rows=rows: self.backend.rewrap(  # type: ignore[misc]
+                            [r.wrapped_dek for r in rows]
+                        )
+                    )
                 except UnwrapFailure as exc:
-                    raise DataLoss("WRAPPED_KEY_INTEGRITY_FAILURE",
-                                   "a stored data key failed its integrity check",
-                                   metadata={"subject_id": rows[exc.index].subject_id}) from exc
+                    raise DataLoss(
+                        "WRAPPED_KEY_INTEGRITY_FAILURE",
+                        "a stored data key failed its integrity check",
+                        metadata={"subject_id": rows[exc.index].subject_id},
+                    ) from exc
                 with self.engine.begin() as conn:
                     for row, new in zip(rows, fresh, strict=True):
-                        conn.execute(update(subject_keys).where(
-                            subject_keys.c.subject_id == row.subject_id,
-                            subject_keys.c.wrapped_dek == row.wrapped_dek,
-                        ).values(wrapped_dek=new.ciphertext, kek_version=new.version))
+                        conn.execute(
+                            update(subject_keys)
+                            .where(
+                                subject_keys.c.subject_id == row.subject_id,
+                                subject_keys.c.wrapped_dek == row.wrapped_dek,
+                            )
+                            .values(wrapped_dek=new.ciphertext, kek_version=new.version)
+                        )
                 done += len(rows)
             with self.engine.connect() as conn:
-                material = conn.execute(select(key_material).where(
-                    key_material.c.kek_version < current)).all()
+                material = conn.execute(
+                    select(key_material).where(key_material.c.kek_version < current)
+                ).all()
             if material:
                 fresh_m = self._keys(lambda: self.backend.rewrap([m.wrapped for m in material]))
                 with self.engine.begin() as conn:
                     for row, new in zip(material, fresh_m, strict=True):
-                        conn.execute(update(key_material).where(
-                            key_material.c.name == row.name
-                        ).values(wrapped=new.ciphertext, kek_version=new.version))
+                        conn.execute(
+                            update(key_material)
+                            .where(key_material.c.name == row.name)
+                            .values(wrapped=new.ciphertext, kek_version=new.version)
+                        )
             remaining = self._outdated(current)
             min_version = status.min_decryption_version
             if retire_old_versions and remaining == 0 and min_version < current:
-                min_version = self._keys(lambda: self.backend.retire(current)).min_decryption_version
-            self.audit.record(self.engine, AuditRecord(
-                caller=caller.name, caller_role=caller.role.value, action=Action.REWRAP,
-                outcome=Outcome.ALLOWED, reason=f"KEK_VERSION_{current}",
-            ))
+                min_version = self._keys(
+                    lambda: self.backend.retire(current)
+                ).min_decryption_version
+            self.audit.record(
+                self.engine,
+                AuditRecord(
+                    caller=caller.name,
+                    caller_role=caller.role.value,
+                    action=Action.REWRAP,
+                    outcome=Outcome.ALLOWED,
+                    reason=f"KEK_VERSION_{current}",
+                ),
+            )
             log.info("vault.keys.rewrapped", count=done, remaining=remaining, version=current)
             return RewrapResult(done, remaining, current, min_version)
 

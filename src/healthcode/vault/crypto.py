@@ -35,7 +35,9 @@ def _aad(field_type: FieldType, token: str, subject_id: str) -> bytes:
     )
 
 
-def encrypt_value(dek: bytes, field_type: FieldType, token: str, subject_id: str, value: str) -> bytes:
+def encrypt_value(
+    dek: bytes, field_type: FieldType, token: str, subject_id: str, value: str
+) -> bytes:
     """Encrypt one canonical value."""
     nonce = os.urandom(12)
     sealed = AESGCM(dek).encrypt(nonce, value.encode("utf-8"), _aad(field_type, token, subject_id))
@@ -43,13 +45,14 @@ def encrypt_value(dek: bytes, field_type: FieldType, token: str, subject_id: str
 
 
 def decrypt_value(
-    dek: bytes, field_type: FieldType, token: str, subject_id: str, blob: bytes
+    dek: bytes | AESGCM, field_type: FieldType, token: str, subject_id: str, blob: bytes
 ) -> str:
     """Decrypt one value; raises :class:`IntegrityFailure` when anything was changed."""
     if len(blob) < 1 + 12 + 16 or blob[:1] != _VERSION:
         raise IntegrityFailure("malformed ciphertext")
+    aead = dek if isinstance(dek, AESGCM) else AESGCM(dek)
     try:
-        plain = AESGCM(dek).decrypt(blob[1:13], blob[13:], _aad(field_type, token, subject_id))
+        plain = aead.decrypt(blob[1:13], blob[13:], _aad(field_type, token, subject_id))
     except InvalidTag as exc:
         raise IntegrityFailure("ciphertext authentication failed") from exc
     return plain.decode("utf-8")

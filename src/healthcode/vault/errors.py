@@ -4,7 +4,7 @@ Hierarchy::
 
     ServiceError (healthcode.common.errors)
      ├── ... (InvalidArgument, NotFound, PermissionDenied, Unavailable, ...)
-     └── DataLoss                 DATA_LOSS: stored ciphertext or a wrapped key failed its integrity check
+     └── DataLoss                 DATA_LOSS: ciphertext or a wrapped key failed its integrity check
 
 Reasons used by the vault (ErrorInfo.reason): INVALID_ARGUMENT, TOKEN_NOT_FOUND, TOKEN_ERASED,
 VALUE_HELD_BY_OTHER_SUBJECT, SUBJECT_ERASED, POLICY_DENIED, ROLE_DENIED, UNAUTHENTICATED,
@@ -26,7 +26,9 @@ DOMAIN = "healthcode.vault"
 class DataLoss(ServiceError):
     """Stored data failed its integrity check (tampered ciphertext or wrapped key)."""
 
-    def __init__(self, reason: str, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, reason: str, message: str, *, metadata: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(
             code=grpc.StatusCode.DATA_LOSS,
             reason=reason,

@@ -31,7 +31,7 @@ _OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 def _bearer(metadata: Any) -> str | None:
     for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
-            return value[7:].strip()
+            return value[7:].strip() or None
     return None
 
 
@@ -54,8 +54,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             cn = raw.decode("utf-8", "replace")
             if cn in self._mtls:
                 return Caller(name=f"mtls:{cn}", role=self._mtls[cn])
-        raise Unauthenticated("UNAUTHENTICATED", "a bearer credential or client certificate "
-                              "is required", domain=DOMAIN)
+        raise Unauthenticated(
+            "UNAUTHENTICATED",
+            "a bearer credential or client certificate is required",
+            domain=DOMAIN,
+        )
 
     async def intercept_service(
         self,

@@ -109,6 +109,13 @@ audit_event_tokens = Table(
     Index("ix_audit_event_tokens_token", "token"),
 )
 
+audit_index_state = Table(
+    "audit_index_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("indexed_seq", BigInteger, nullable=False),
+)
+
 audit_head = Table(
     "audit_head",
     metadata,

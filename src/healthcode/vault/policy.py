@@ -138,8 +138,10 @@ def parse_policy(text: str) -> Policy:
         if not isinstance(raw, dict) or set(raw) - {"callers", "fields", "purposes", "access"}:
             raise PolicyError(f"{where}: only callers, fields, purposes and access are allowed")
         callers = raw.get("callers")
-        if not isinstance(callers, list) or not callers or not all(
-            isinstance(c, str) and c for c in callers
+        if (
+            not isinstance(callers, list)
+            or not callers
+            or not all(isinstance(c, str) and c for c in callers)
         ):
             raise PolicyError(f"{where}.callers: must be a non-empty list of strings")
         try:

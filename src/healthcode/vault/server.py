@@ -17,6 +17,12 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from healthcode_sdk._gen.healthcode.vault.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    vault_service_pb2,
+    vault_service_pb2_grpc,
+)
 from sqlalchemy import Engine
 
 from healthcode.vault.audit import AuditLog, AuditSigner
@@ -29,12 +35,6 @@ from healthcode.vault.keys import BackendUnavailable, KeyBackend, create_backend
 from healthcode.vault.policy import PolicyStore
 from healthcode.vault.service import AuditServicer, VaultServicer
 from healthcode.vault.settings import VaultSettings
-from healthcode_sdk._gen.healthcode.vault.v1 import (
-    audit_service_pb2,
-    audit_service_pb2_grpc,
-    vault_service_pb2,
-    vault_service_pb2_grpc,
-)
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +44,9 @@ PLATFORM_CREDENTIAL_NAME = "platform-server"
 OFFICER_CREDENTIAL_NAME = "security-officer"
 
 
-def open_components(settings: VaultSettings, *, startup_timeout: float = 30.0
-                    ) -> tuple[Engine, KeyBackend, AuditSigner]:
+def open_components(
+    settings: VaultSettings, *, startup_timeout: float = 30.0
+) -> tuple[Engine, KeyBackend, AuditSigner]:
     """Database (migrated), key backend (reachable) and the audit signer."""
     settings.vault_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = create_vault_engine(settings.effective_database_url)
@@ -81,21 +82,32 @@ class VaultServer:
         settings = self.settings
         loop = asyncio.get_running_loop()
         engine, backend, signer = await loop.run_in_executor(
-            self._executor, open_components, settings)
+            self._executor, open_components, settings
+        )
         policy = await loop.run_in_executor(
-            self._executor, lambda: PolicyStore(settings.effective_policy_file))
+            self._executor, lambda: PolicyStore(settings.effective_policy_file)
+        )
         self.core = core = VaultCore(
-            engine, backend, policy, AuditLog(signer),
+            engine,
+            backend,
+            policy,
+            AuditLog(signer),
             cache=DekCache(settings.dek_cache_size, settings.dek_cache_ttl),
-            max_batch=settings.max_batch, backend_check_interval=settings.backend_check_interval,
+            max_batch=settings.max_batch,
+            backend_check_interval=settings.backend_check_interval,
         )
 
         def credentials() -> None:
-            if ensure_credential_file(engine, settings.platform_credential_file,
-                                      PLATFORM_CREDENTIAL_NAME, Role.PLATFORM):
+            if ensure_credential_file(
+                engine, settings.platform_credential_file, PLATFORM_CREDENTIAL_NAME, Role.PLATFORM
+            ):
                 log.info("vault.credential.created", file=str(settings.platform_credential_file))
-            if ensure_credential_file(engine, settings.officer_credential_file,
-                                      OFFICER_CREDENTIAL_NAME, Role.SECURITY_OFFICER):
+            if ensure_credential_file(
+                engine,
+                settings.officer_credential_file,
+                OFFICER_CREDENTIAL_NAME,
+                Role.SECURITY_OFFICER,
+            ):
                 log.info("vault.credential.created", file=str(settings.officer_credential_file))
 
         await loop.run_in_executor(self._executor, credentials)
@@ -104,17 +116,24 @@ class VaultServer:
             options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
         )
         vault_service_pb2_grpc.add_VaultServiceServicer_to_server(
-            VaultServicer(core, self._executor), server)
+            VaultServicer(core, self._executor), server
+        )
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(core, self._executor), server)
+            AuditServicer(core, self._executor), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (VAULT_SERVICE, AUDIT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+            (VAULT_SERVICE, AUDIT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
         if settings.tls_cert_file and settings.tls_key_file:
-            client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+            client_ca = (
+                settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+            )
             creds = grpc.ssl_server_credentials(
                 [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
-                root_certificates=client_ca, require_client_auth=client_ca is not None)
+                root_certificates=client_ca,
+                require_client_auth=client_ca is not None,
+            )
             self.port = server.add_secure_port(settings.listen, creds)
         else:
             self.port = server.add_insecure_port(settings.listen)
@@ -122,8 +141,11 @@ class VaultServer:
         self._server = server
         for name in ("", VAULT_SERVICE, AUDIT_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._tasks = [asyncio.create_task(self._roots_loop()),
-                       asyncio.create_task(self._health_loop())]
+        self._tasks = [
+            asyncio.create_task(self._roots_loop()),
+            asyncio.create_task(self._index_loop()),
+            asyncio.create_task(self._health_loop()),
+        ]
         host = settings.listen.rsplit(":", 1)[0]
         log.info("vault.serving", address=f"{host}:{self.port}", backend=backend.name)
         return self.port
@@ -136,8 +158,19 @@ class VaultServer:
             await asyncio.sleep(self.settings.audit_root_interval)
             try:
                 await loop.run_in_executor(self._executor, core.audit.sign_root, core.engine)
-            except Exception as exc:  # noqa: BLE001 - keep signing later; the log says why
+            except Exception as exc:
                 log.warning("vault.audit.root_failed", error_type=type(exc).__name__)
+
+    async def _index_loop(self) -> None:
+        assert self.core is not None
+        core = self.core
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.audit_index_interval)
+            try:
+                await loop.run_in_executor(self._executor, core.audit.index_tokens, core.engine)
+            except Exception as exc:
+                log.warning("vault.audit.index_failed", error_type=type(exc).__name__)
 
     async def _health_loop(self) -> None:
         assert self.core is not None
@@ -149,8 +182,11 @@ class VaultServer:
             ok = await loop.run_in_executor(self._executor, core.probe_backend)
             if ok != serving:
                 serving = ok
-                status = (health_pb2.HealthCheckResponse.SERVING if ok
-                          else health_pb2.HealthCheckResponse.NOT_SERVING)
+                status = (
+                    health_pb2.HealthCheckResponse.SERVING
+                    if ok
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
                 await self._health.set(VAULT_SERVICE, status)
 
     async def stop(self, grace: float = 2.0) -> None:
@@ -169,7 +205,7 @@ class VaultServer:
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(self._executor, core.audit.sign_root, core.engine)
-            except Exception as exc:  # noqa: BLE001 - shutting down regardless
+            except Exception as exc:
                 log.warning("vault.audit.final_root_failed", error_type=type(exc).__name__)
             core.backend.close()
             core.engine.dispose()

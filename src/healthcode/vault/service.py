@@ -19,6 +19,13 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
+from healthcode_sdk._gen.healthcode.vault.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    vault_pb2,
+    vault_service_pb2,
+    vault_service_pb2_grpc,
+)
 from sqlalchemy import and_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -28,16 +35,9 @@ from healthcode.vault.audit import Action, AuditRecord, EventRow, Outcome, RootR
 from healthcode.vault.auth import Caller, Role
 from healthcode.vault.core import TokenizeInput, VaultCore
 from healthcode.vault.errors import DOMAIN, invalid_fields
-from healthcode.vault.fields import FieldType, Purpose
+from healthcode.vault.fields import FieldType, Purpose, is_token
 from healthcode.vault.interceptors import current_caller
 from healthcode.vault.models import audit_event_tokens, audit_events
-from healthcode_sdk._gen.healthcode.vault.v1 import (
-    audit_service_pb2,
-    audit_service_pb2_grpc,
-    vault_pb2,
-    vault_service_pb2,
-    vault_service_pb2_grpc,
-)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -59,7 +59,9 @@ _PURPOSE_FROM_PB = {
 PURPOSE_TO_PB = {v: k for k, v in _PURPOSE_FROM_PB.items()}
 _ACTION_TO_PB = {a: audit_service_pb2.AuditAction.Value(f"AUDIT_ACTION_{a.value}") for a in Action}
 _ACTION_FROM_PB = {v: k for k, v in _ACTION_TO_PB.items()}
-_OUTCOME_TO_PB = {o: audit_service_pb2.AuditOutcome.Value(f"AUDIT_OUTCOME_{o.value}") for o in Outcome}
+_OUTCOME_TO_PB = {
+    o: audit_service_pb2.AuditOutcome.Value(f"AUDIT_OUTCOME_{o.value}") for o in Outcome
+}
 _OUTCOME_FROM_PB = {v: k for k, v in _OUTCOME_TO_PB.items()}
 _ID_CHARS = 128
 
@@ -67,8 +69,12 @@ _ID_CHARS = 128
 def _caller() -> Caller:
     caller = current_caller.get()
     if caller is None:  # the interceptor always sets it; defensive for direct use
-        raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED",
-                           "no authenticated caller", domain=DOMAIN)
+        raise ServiceError(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "UNAUTHENTICATED",
+            "no authenticated caller",
+            domain=DOMAIN,
+        )
     return caller
 
 
@@ -89,8 +95,9 @@ def rpc(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             await context.abort_with_status(exc.to_grpc_status())
         except (OperationalError, DBAPIError) as exc:
             log.error("vault.database.error", error_type=type(exc).__name__, method=fn.__name__)
-            err = Unavailable("DATABASE_UNAVAILABLE", "the vault database is unavailable",
-                              domain=DOMAIN)
+            err = Unavailable(
+                "DATABASE_UNAVAILABLE", "the vault database is unavailable", domain=DOMAIN
+            )
             await context.abort_with_status(err.to_grpc_status())
         raise AssertionError("unreachable")  # abort_with_status raises
 
@@ -113,88 +120,120 @@ class VaultServicer(_Base, vault_service_pb2_grpc.VaultServiceServicer):
     """healthcode.vault.v1.VaultService."""
 
     @rpc
-    async def TokenizeBatch(self, request: vault_service_pb2.TokenizeBatchRequest,
-                            context: Any) -> vault_service_pb2.TokenizeBatchResponse:
+    async def TokenizeBatch(
+        self, request: vault_service_pb2.TokenizeBatchRequest, context: Any
+    ) -> vault_service_pb2.TokenizeBatchResponse:
         caller = _caller()
-        bad = [FieldViolation(f"items[{i}].field_type", "must name a field type")
-               for i, it in enumerate(request.items) if it.field_type not in _FIELD_FROM_PB]
+        bad = [
+            FieldViolation(f"items[{i}].field_type", "must name a field type")
+            for i, it in enumerate(request.items)
+            if it.field_type not in _FIELD_FROM_PB
+        ]
         if bad:
             raise invalid_fields(bad)
         request_id = _request_id(request.request_id)
-        items = [TokenizeInput(_FIELD_FROM_PB[it.field_type], it.value, it.subject_id)
-                 for it in request.items]
+        items = [
+            TokenizeInput(_FIELD_FROM_PB[it.field_type], it.value, it.subject_id)
+            for it in request.items
+        ]
         results = await self.run(lambda: self.core.tokenize(caller, items, request_id))
-        return vault_service_pb2.TokenizeBatchResponse(results=[
-            vault_service_pb2.TokenizeResult(token=r.token, masked=r.masked, created=r.created)
-            for r in results
-        ])
+        return vault_service_pb2.TokenizeBatchResponse(
+            results=[
+                vault_service_pb2.TokenizeResult(token=r.token, masked=r.masked, created=r.created)
+                for r in results
+            ]
+        )
 
     @rpc
-    async def DetokenizeBatch(self, request: vault_service_pb2.DetokenizeBatchRequest,
-                              context: Any) -> vault_service_pb2.DetokenizeBatchResponse:
+    async def DetokenizeBatch(
+        self, request: vault_service_pb2.DetokenizeBatchRequest, context: Any
+    ) -> vault_service_pb2.DetokenizeBatchResponse:
         caller = _caller()
         purpose = _PURPOSE_FROM_PB.get(request.purpose)
         request_id = _request_id(request.request_id)
         tokens = list(request.tokens)
-        values, version = await self.run(lambda: self.core.detokenize(
-            caller, tokens, purpose, request.reference, request_id))
-        return vault_service_pb2.DetokenizeBatchResponse(policy_version=version, values=[
-            vault_service_pb2.DetokenizedValue(token=v.token, value=v.value, masked=v.masked,
-                                               field_type=FIELD_TO_PB[v.field_type])
-            for v in values
-        ])
+        values, version = await self.run(
+            lambda: self.core.detokenize(caller, tokens, purpose, request.reference, request_id)
+        )
+        return vault_service_pb2.DetokenizeBatchResponse(
+            policy_version=version,
+            values=[
+                vault_service_pb2.DetokenizedValue(
+                    token=v.token,
+                    value=v.value,
+                    masked=v.masked,
+                    field_type=FIELD_TO_PB[v.field_type],
+                )
+                for v in values
+            ],
+        )
 
     @rpc
-    async def LookupByValue(self, request: vault_service_pb2.LookupByValueRequest,
-                            context: Any) -> vault_service_pb2.LookupByValueResponse:
+    async def LookupByValue(
+        self, request: vault_service_pb2.LookupByValueRequest, context: Any
+    ) -> vault_service_pb2.LookupByValueResponse:
         caller = _caller()
         field_type = _FIELD_FROM_PB.get(request.field_type)
         values = list(request.values)
         found = await self.run(lambda: self.core.lookup(caller, field_type, values))
-        return vault_service_pb2.LookupByValueResponse(results=[
-            vault_service_pb2.LookupResult(found=t is not None, token=t or "") for t in found
-        ])
+        return vault_service_pb2.LookupByValueResponse(
+            results=[
+                vault_service_pb2.LookupResult(found=t is not None, token=t or "") for t in found
+            ]
+        )
 
     @rpc
-    async def MaskBatch(self, request: vault_service_pb2.MaskBatchRequest,
-                        context: Any) -> vault_service_pb2.MaskBatchResponse:
+    async def MaskBatch(
+        self, request: vault_service_pb2.MaskBatchRequest, context: Any
+    ) -> vault_service_pb2.MaskBatchResponse:
         caller = _caller()
         tokens = list(request.tokens)
         masked = await self.run(lambda: self.core.mask(caller, tokens))
-        return vault_service_pb2.MaskBatchResponse(values=[
-            vault_service_pb2.MaskedValue(token=t, masked=m, field_type=FIELD_TO_PB[f])
-            for t, m, f in masked
-        ])
+        return vault_service_pb2.MaskBatchResponse(
+            values=[
+                vault_service_pb2.MaskedValue(token=t, masked=m, field_type=FIELD_TO_PB[f])
+                for t, m, f in masked
+            ]
+        )
 
     @rpc
-    async def Erase(self, request: vault_service_pb2.EraseRequest,
-                    context: Any) -> vault_service_pb2.EraseResponse:
+    async def Erase(
+        self, request: vault_service_pb2.EraseRequest, context: Any
+    ) -> vault_service_pb2.EraseResponse:
         caller = _caller()
         request_id = _request_id(request.request_id)
         subjects = list(request.subject_ids)
-        n_subjects, n_tokens = await self.run(lambda: self.core.erase(
-            caller, subjects, request.reference, request_id))
-        return vault_service_pb2.EraseResponse(erased_subject_count=n_subjects,
-                                               erased_token_count=n_tokens)
+        n_subjects, n_tokens = await self.run(
+            lambda: self.core.erase(caller, subjects, request.reference, request_id)
+        )
+        return vault_service_pb2.EraseResponse(
+            erased_subject_count=n_subjects, erased_token_count=n_tokens
+        )
 
     @rpc
-    async def RotateKeys(self, request: vault_service_pb2.RotateKeysRequest,
-                         context: Any) -> vault_service_pb2.RotateKeysResponse:
+    async def RotateKeys(
+        self, request: vault_service_pb2.RotateKeysRequest, context: Any
+    ) -> vault_service_pb2.RotateKeysResponse:
         caller = _caller()
         version, outdated = await self.run(lambda: self.core.rotate(caller, request.reference))
-        return vault_service_pb2.RotateKeysResponse(current_version=version,
-                                                    outdated_data_keys=outdated)
+        return vault_service_pb2.RotateKeysResponse(
+            current_version=version, outdated_data_keys=outdated
+        )
 
     @rpc
-    async def Rewrap(self, request: vault_service_pb2.RewrapRequest,
-                     context: Any) -> vault_service_pb2.RewrapResponse:
+    async def Rewrap(
+        self, request: vault_service_pb2.RewrapRequest, context: Any
+    ) -> vault_service_pb2.RewrapResponse:
         caller = _caller()
-        result = await self.run(lambda: self.core.rewrap(
-            caller, request.limit, request.retire_old_versions))
+        result = await self.run(
+            lambda: self.core.rewrap(caller, request.limit, request.retire_old_versions)
+        )
         return vault_service_pb2.RewrapResponse(
-            rewrapped_count=result.rewrapped, remaining_count=result.remaining,
+            rewrapped_count=result.rewrapped,
+            remaining_count=result.remaining,
             current_version=result.current_version,
-            min_decryption_version=result.min_decryption_version)
+            min_decryption_version=result.min_decryption_version,
+        )
 
 
 def _ts(us: int) -> Timestamp:
@@ -235,22 +274,39 @@ def _pb_fields(names: tuple[str, ...]) -> list[vault_pb2.FieldType.ValueType]:
 def event_to_pb(event: EventRow) -> audit_service_pb2.AccessEvent:
     """An audit row as a message (with its canonical content for independent checks)."""
     return audit_service_pb2.AccessEvent(
-        sequence=event.seq, event_id=event.event_id, occur_time=_ts(event.occurred_at),
-        caller=event.caller, caller_role=event.caller_role, action=_pb_action(event.action),
-        purpose=_pb_purpose(event.purpose), outcome=_pb_outcome(event.outcome),
-        reason=event.reason, tokens=event.tokens, subject_ids=event.subject_ids,
+        sequence=event.seq,
+        event_id=event.event_id,
+        occur_time=_ts(event.occurred_at),
+        caller=event.caller,
+        caller_role=event.caller_role,
+        action=_pb_action(event.action),
+        purpose=_pb_purpose(event.purpose),
+        outcome=_pb_outcome(event.outcome),
+        reason=event.reason,
+        tokens=event.tokens,
+        subject_ids=event.subject_ids,
         field_types=_pb_fields(event.field_types),
-        reference=event.reference, request_id=event.request_id,
-        policy_version=event.policy_version, prev_hash=event.prev_hash, hash=event.hash,
-        signature=event.signature, key_id=event.key_id, canonical_content=event.canonical(),
+        reference=event.reference,
+        request_id=event.request_id,
+        policy_version=event.policy_version,
+        prev_hash=event.prev_hash,
+        hash=event.hash,
+        signature=event.signature,
+        key_id=event.key_id,
+        canonical_content=event.canonical(),
     )
 
 
 def root_to_pb(root: RootRow) -> audit_service_pb2.SignedRoot:
     """A signed root as a message."""
     return audit_service_pb2.SignedRoot(
-        sequence=root.seq, head_hash=root.head_hash, sign_time=_ts(root.signed_at),
-        key_id=root.key_id, signature=root.signature, statement=root.statement)
+        sequence=root.seq,
+        head_hash=root.head_hash,
+        sign_time=_ts(root.signed_at),
+        key_id=root.key_id,
+        signature=root.signature,
+        statement=root.statement,
+    )
 
 
 def _page_token(last_id: int) -> str:
@@ -264,8 +320,9 @@ def _parse_page_token(token: str) -> int:
             raise ValueError
         return int(struct.unpack(">q", raw[2:])[0])
     except (ValueError, TypeError) as exc:
-        raise invalid_fields([FieldViolation("page_token", "is not a token from a previous "
-                                             "response")]) from exc
+        raise invalid_fields(
+            [FieldViolation("page_token", "is not a token from a previous response")]
+        ) from exc
 
 
 class AuditServicer(_Base, audit_service_pb2_grpc.AuditServiceServicer):
@@ -274,29 +331,48 @@ class AuditServicer(_Base, audit_service_pb2_grpc.AuditServiceServicer):
     def _officer(self, action: str) -> Caller:
         caller = _caller()
         if caller.role is not Role.SECURITY_OFFICER:
-            self.core.audit.record(self.core.engine, AuditRecord(
-                caller=caller.name, caller_role=caller.role.value, action=Action.AUDIT_READ,
-                outcome=Outcome.DENIED, reason="ROLE_DENIED", reference=action))
+            self.core.audit.record(
+                self.core.engine,
+                AuditRecord(
+                    caller=caller.name,
+                    caller_role=caller.role.value,
+                    action=Action.AUDIT_READ,
+                    outcome=Outcome.DENIED,
+                    reason="ROLE_DENIED",
+                    reference=action,
+                ),
+            )
             from healthcode.common.errors import PermissionDenied
 
-            raise PermissionDenied("ROLE_DENIED", "only security officers may read the audit log",
-                                   domain=DOMAIN)
+            raise PermissionDenied(
+                "ROLE_DENIED", "only security officers may read the audit log", domain=DOMAIN
+            )
         return caller
 
     def _log_read(self, caller: Caller, what: str) -> None:
-        self.core.audit.record(self.core.engine, AuditRecord(
-            caller=caller.name, caller_role=caller.role.value, action=Action.AUDIT_READ,
-            outcome=Outcome.ALLOWED, reference=what))
+        self.core.audit.record(
+            self.core.engine,
+            AuditRecord(
+                caller=caller.name,
+                caller_role=caller.role.value,
+                action=Action.AUDIT_READ,
+                outcome=Outcome.ALLOWED,
+                reference=what,
+            ),
+        )
 
     @rpc
-    async def ListAccessEvents(self, request: audit_service_pb2.ListAccessEventsRequest,
-                               context: Any) -> audit_service_pb2.ListAccessEventsResponse:
+    async def ListAccessEvents(
+        self, request: audit_service_pb2.ListAccessEventsRequest, context: Any
+    ) -> audit_service_pb2.ListAccessEventsResponse:
         caller = await self.run(lambda: self._officer("ListAccessEvents"))
         violations = []
         if request.page_size < 0:
             violations.append(FieldViolation("page_size", "must not be negative"))
-        if request.HasField("start_time") and request.HasField("end_time") and (
-            request.end_time.ToMicroseconds() <= request.start_time.ToMicroseconds()
+        if (
+            request.HasField("start_time")
+            and request.HasField("end_time")
+            and (request.end_time.ToMicroseconds() <= request.start_time.ToMicroseconds())
         ):
             violations.append(FieldViolation("end_time", "must be after start_time"))
         if violations:
@@ -319,14 +395,28 @@ class AuditServicer(_Base, audit_service_pb2_grpc.AuditServiceServicer):
             conds.append(audit_events.c.occurred_at >= request.start_time.ToMicroseconds())
         if request.HasField("end_time"):
             conds.append(audit_events.c.occurred_at < request.end_time.ToMicroseconds())
+        if request.token and not is_token(request.token):
+            raise invalid_fields([FieldViolation("token", "is not a vault token")])
         if request.token:
-            conds.append(audit_events.c.seq.in_(
-                select(audit_event_tokens.c.seq).where(audit_event_tokens.c.token == request.token)))
+            conds.append(
+                audit_events.c.seq.in_(
+                    select(audit_event_tokens.c.seq).where(
+                        audit_event_tokens.c.token == request.token
+                    )
+                )
+            )
 
         def query() -> tuple[list[EventRow], bool]:
+            if request.token:
+                while self.core.audit.index_tokens(self.core.engine):
+                    pass
             with self.core.engine.connect() as conn:
-                rows = conn.execute(select(audit_events).where(and_(*conds))
-                                    .order_by(audit_events.c.id).limit(size + 1)).all()
+                rows = conn.execute(
+                    select(audit_events)
+                    .where(and_(*conds))
+                    .order_by(audit_events.c.id)
+                    .limit(size + 1)
+                ).all()
             events = [audit_mod._event_from_row(r) for r in rows[:size]]
             self._log_read(caller, "ListAccessEvents")
             return events, len(rows) > size
@@ -338,8 +428,9 @@ class AuditServicer(_Base, audit_service_pb2_grpc.AuditServiceServicer):
         )
 
     @rpc
-    async def VerifyAuditLog(self, request: audit_service_pb2.VerifyAuditLogRequest,
-                             context: Any) -> audit_service_pb2.VerifyAuditLogResponse:
+    async def VerifyAuditLog(
+        self, request: audit_service_pb2.VerifyAuditLogRequest, context: Any
+    ) -> audit_service_pb2.VerifyAuditLogResponse:
         caller = await self.run(lambda: self._officer("VerifyAuditLog"))
 
         def verify() -> audit_mod.VerifyReport:
@@ -349,20 +440,32 @@ class AuditServicer(_Base, audit_service_pb2_grpc.AuditServiceServicer):
             return report
 
         report = await self.run(verify)
-        kinds = {k: audit_service_pb2.FindingKind.Value(f"FINDING_KIND_{k.value}")
-                 for k in audit_mod.FindingKind}
+        kinds = {
+            k: audit_service_pb2.FindingKind.Value(f"FINDING_KIND_{k.value}")
+            for k in audit_mod.FindingKind
+        }
         return audit_service_pb2.VerifyAuditLogResponse(
-            ok=report.ok, event_count=report.event_count, root_count=report.root_count,
-            findings=[audit_service_pb2.AuditFinding(
-                kind=kinds[f.kind], sequence=f.seq, last_sequence=f.last_seq, row_id=f.row_id,
-                description=f.description) for f in report.findings],
+            ok=report.ok,
+            event_count=report.event_count,
+            root_count=report.root_count,
+            findings=[
+                audit_service_pb2.AuditFinding(
+                    kind=kinds[f.kind],
+                    sequence=f.seq,
+                    last_sequence=f.last_seq,
+                    row_id=f.row_id,
+                    description=f.description,
+                )
+                for f in report.findings
+            ],
             latest_root=root_to_pb(report.latest_root) if report.latest_root else None,
             unrooted_event_count=report.unrooted,
         )
 
     @rpc
-    async def GetSignedRoot(self, request: audit_service_pb2.GetSignedRootRequest,
-                            context: Any) -> audit_service_pb2.GetSignedRootResponse:
+    async def GetSignedRoot(
+        self, request: audit_service_pb2.GetSignedRootRequest, context: Any
+    ) -> audit_service_pb2.GetSignedRootResponse:
         caller = await self.run(lambda: self._officer("GetSignedRoot"))
 
         def sign() -> RootRow | None:
@@ -375,11 +478,14 @@ class AuditServicer(_Base, audit_service_pb2_grpc.AuditServiceServicer):
         root = await self.run(sign)
         return audit_service_pb2.GetSignedRootResponse(
             root=root_to_pb(root) if root else None,
-            public_key=audit_mod.public_raw(self.core.audit.signer.public))
+            public_key=audit_mod.public_raw(self.core.audit.signer.public),
+        )
 
-    async def ExportAuditLog(self, request: audit_service_pb2.ExportAuditLogRequest,
-                             context: grpc.aio.ServicerContext[Any, Any]
-                             ) -> AsyncIterator[audit_service_pb2.ExportAuditLogResponse]:
+    async def ExportAuditLog(
+        self,
+        request: audit_service_pb2.ExportAuditLogRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[audit_service_pb2.ExportAuditLogResponse]:
         try:
             caller = await self.run(lambda: self._officer("ExportAuditLog"))
             if request.start_sequence < 0:
@@ -408,7 +514,8 @@ class AuditServicer(_Base, audit_service_pb2_grpc.AuditServiceServicer):
         first = True
         while (chunk := await queue.get()) is not None:
             yield audit_service_pb2.ExportAuditLogResponse(
-                events=[event_to_pb(e) for e in chunk], public_key=public if first else b"")
+                events=[event_to_pb(e) for e in chunk], public_key=public if first else b""
+            )
             first = False
         await producer
 
@@ -418,4 +525,5 @@ class AuditServicer(_Base, audit_service_pb2_grpc.AuditServiceServicer):
 
         yield audit_service_pb2.ExportAuditLogResponse(
             roots=[root_to_pb(r) for r in await self.run(roots)],
-            public_key=public if first else b"")
+            public_key=public if first else b"",
+        )

@@ -35,12 +35,17 @@ class VaultSettings(BaseSettings):
         validation_alias=AliasChoices("HEALTHCODE_VAULT_HOME", "HEALTHCODE_HOME"),
         description="The platform data directory; the vault uses its vault/ subdirectory.",
     )
-    listen: str = Field(default=DEFAULT_LISTEN, description="host:port for gRPC; port 0 picks a free one.")
+    listen: str = Field(
+        default=DEFAULT_LISTEN, description="host:port for gRPC; port 0 picks a free one."
+    )
     database_url: SecretStr | None = Field(
-        default=None, description="SQLAlchemy URL; default sqlite:///$HEALTHCODE_HOME/vault/vault.sqlite3."
+        default=None,
+        description="SQLAlchemy URL; default sqlite:///$HEALTHCODE_HOME/vault/vault.sqlite3.",
     )
     backend: Literal["local", "transit"] = "local"
-    key_file: Path | None = Field(default=None, description="Local backend key file (default under vault/).")
+    key_file: Path | None = Field(
+        default=None, description="Local backend key file (default under vault/)."
+    )
 
     transit_addr: str | None = Field(
         default=None, validation_alias=AliasChoices("HEALTHCODE_VAULT_TRANSIT_ADDR", "VAULT_ADDR")
@@ -50,34 +55,47 @@ class VaultSettings(BaseSettings):
         validation_alias=AliasChoices("HEALTHCODE_VAULT_TRANSIT_TOKEN", "VAULT_TOKEN"),
     )
     approle_role_id: str | None = Field(
-        default=None, validation_alias=AliasChoices("HEALTHCODE_VAULT_APPROLE_ROLE_ID",
-                                            "VAULT_ROLE_ID")
+        default=None,
+        validation_alias=AliasChoices("HEALTHCODE_VAULT_APPROLE_ROLE_ID", "VAULT_ROLE_ID"),
     )
     approle_secret_id: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("HEALTHCODE_VAULT_APPROLE_SECRET_ID",
-                                            "VAULT_SECRET_ID")
+        default=None,
+        validation_alias=AliasChoices("HEALTHCODE_VAULT_APPROLE_SECRET_ID", "VAULT_SECRET_ID"),
     )
     transit_namespace: str | None = Field(
-        default=None, validation_alias=AliasChoices("HEALTHCODE_VAULT_TRANSIT_NAMESPACE",
-                                            "VAULT_NAMESPACE")
+        default=None,
+        validation_alias=AliasChoices("HEALTHCODE_VAULT_TRANSIT_NAMESPACE", "VAULT_NAMESPACE"),
     )
     transit_cacert: str | None = Field(
-        default=None, validation_alias=AliasChoices("HEALTHCODE_VAULT_TRANSIT_CACERT",
-                                            "VAULT_CACERT")
+        default=None,
+        validation_alias=AliasChoices("HEALTHCODE_VAULT_TRANSIT_CACERT", "VAULT_CACERT"),
     )
     transit_mount: str = "transit"
     transit_kek_name: str = "healthcode-vault-kek"
     transit_bidx_name: str = "healthcode-vault-bidx"
     transit_timeout: float = Field(default=3.0, gt=0, description="Seconds per transit HTTP call.")
-    transit_batch_size: int = Field(default=250, gt=0, le=300, description="Items per transit batch call.")
+    transit_batch_size: int = Field(
+        default=250, gt=0, le=300, description="Items per transit batch call."
+    )
 
-    policy_file: Path | None = Field(default=None, description="Access policy (TOML); default under vault/.")
-    dek_cache_size: int = Field(default=100_000, ge=0, description="Unwrapped data keys kept in memory.")
-    dek_cache_ttl: float = Field(default=600.0, ge=0, description="Seconds an unwrapped data key is kept.")
+    policy_file: Path | None = Field(
+        default=None, description="Access policy (TOML); default under vault/."
+    )
+    dek_cache_size: int = Field(
+        default=100_000, ge=0, description="Unwrapped data keys kept in memory."
+    )
+    dek_cache_ttl: float = Field(
+        default=600.0, ge=0, description="Seconds an unwrapped data key is kept."
+    )
     backend_check_interval: float = Field(
         default=1.0, gt=0, description="Seconds between key backend health probes while serving."
     )
-    audit_root_interval: float = Field(default=60.0, gt=0, description="Seconds between signed roots.")
+    audit_root_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between signed roots."
+    )
+    audit_index_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between token-index updates of the audit log."
+    )
     max_batch: int = Field(default=1000, gt=0, description="Maximum items per batch call.")
 
     tls_cert_file: Path | None = None

@@ -1,8 +1,9 @@
-"""A minimal real stack for the auth and residents tests: a real vault (VaultServer on port 0,
-SQLite, local keys) and the platform server with AuthService + ResidentService on port 0 over the
-``database_url`` database (SQLite and PostgreSQL).
+"""A per-test real stack for the auth and residents tests: a real vault (VaultServer on port 0,
+local keys) and the real platform server (PlatformServer on port 0) over the ``database_url``
+database (SQLite and PostgreSQL), driven with async stubs.
 
-Used until the lead's ``tests/fixtures/platform.py`` (``platform_stack``) exists.
+Per test rather than the module-scoped ``platform_stack``: these tests move the clock and exhaust
+rate limits (all calls come from 127.0.0.1), which must not leak into other tests.
 """
 
 from __future__ import annotations
@@ -10,27 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-from pydantic import SecretStr
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from healthcode.server.app import SERVICES, build_server
-from healthcode.server.auth.sms import OutboxSmsSender
-from healthcode.server.auth.tokens import phone_ref
-from healthcode.server.common import paging
-from healthcode.server.db.engine import Database
-from healthcode.server.db.migrate import upgrade
-from healthcode.server.platform import Platform, load_or_create_secret
-from healthcode.server.settings import ServerSettings
-from healthcode.vault.auth import read_credential_file
-from healthcode.vault.client import VaultClient
-from healthcode.vault.server import VaultServer
-from healthcode.vault.settings import VaultSettings
 from healthcode_sdk._gen.healthcode.v1 import (
     auth_service_pb2 as auth_pb,
 )
@@ -40,10 +25,18 @@ from healthcode_sdk._gen.healthcode.v1 import (
 from healthcode_sdk._gen.healthcode.v1 import (
     resident_service_pb2_grpc as res_grpc,
 )
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-OWN_SERVICES = tuple(
-    s for s in SERVICES if s[2] in ("healthcode.v1.AuthService", "healthcode.v1.ResidentService")
-)
+from healthcode.server.app import PlatformServer
+from healthcode.server.auth.tokens import phone_ref
+from healthcode.server.db.engine import Database
+from healthcode.server.platform import Platform
+from healthcode.server.settings import ServerSettings
+from healthcode.vault.server import VaultServer
+from healthcode.vault.settings import VaultSettings
+from tests.fixtures import people
+from tests.fixtures.platform import collect_blobs, find_pii
 
 
 @dataclass
@@ -55,7 +48,6 @@ class Stack:
     channel: grpc.aio.Channel
     auth: auth_grpc.AuthServiceStub
     residents: res_grpc.ResidentServiceStub
-    servers: list[Any] = field(default_factory=list)
 
     @property
     def db(self) -> Database:
@@ -100,49 +92,39 @@ def utc(**delta: float) -> dt.datetime:
 
 
 async def start_stack(database_url: str, home: Path, **overrides: Any) -> AsyncIterator[Stack]:
-    """Start vault + server; yields the stack and stops everything afterwards."""
-    vault_settings = VaultSettings(home=home / "vaulthome", listen="127.0.0.1:0")
-    vault = VaultServer(vault_settings)
+    """Start a real vault and the real platform server (``PlatformServer``) on port 0.
+
+    Function-scoped on purpose: rate limits and clocks are per test. On teardown the data
+    directory and the server database are searched for every synthetic personal value.
+    """
+    vault = VaultServer(VaultSettings(home=home, listen="127.0.0.1:0", backend="local"))
     vault_port = await vault.start()
-    credential = read_credential_file(vault_settings.platform_credential_file)
-    settings = ServerSettings(
-        home=home,
-        database_url=database_url,
-        vault_address=f"127.0.0.1:{vault_port}",
-        vault_credential=SecretStr(credential),
-        **overrides,
-    )
-    settings.server_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(database_url)
-    secret = load_or_create_secret(settings.server_dir / "secret.key")
-    paging.set_token_key(secret)
-    db = Database.from_url(database_url, threads=4)
-    vault_client = VaultClient.connect(settings.vault_address, credential)
-    platform = Platform(
-        settings=settings,
-        db=db,
-        vault=vault_client,
-        secret=secret,
-        keys=None,  # type: ignore[arg-type]  # no CodeService in these tests
-        sms=OutboxSmsSender(settings.sms_outbox, secret),
-    )
-    server, _health = build_server(platform, services=OWN_SERVICES)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    stack = Stack(
-        platform=platform,
-        settings=settings,
-        channel=channel,
-        auth=auth_grpc.AuthServiceStub(channel),
-        residents=res_grpc.ResidentServiceStub(channel),
-        servers=[server, vault],
-    )
+    server: PlatformServer | None = None
+    channel: grpc.aio.Channel | None = None
     try:
-        yield stack
+        settings = ServerSettings(
+            home=home,
+            listen="127.0.0.1:0",
+            database_url=database_url,
+            privacy_vault_address=f"127.0.0.1:{vault_port}",
+            **overrides,
+        )
+        server = PlatformServer(settings)
+        port = await server.start()
+        assert server.platform is not None
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        yield Stack(
+            platform=server.platform,
+            settings=settings,
+            channel=channel,
+            auth=auth_grpc.AuthServiceStub(channel),
+            residents=res_grpc.ResidentServiceStub(channel),
+        )
     finally:
-        await channel.close()
-        await server.stop(None)
-        await vault_client.close()
-        db.close()
-        await vault.stop()
+        if channel is not None:
+            await channel.close()
+        if server is not None:
+            await server.stop(grace=1)
+        await vault.stop(grace=1)
+    hits = find_pii(collect_blobs(home, [database_url]), people.issued_values())
+    assert not hits, f"plaintext personal data found in: {hits}"

@@ -8,6 +8,8 @@ import json
 
 import grpc
 import pytest
+from healthcode_sdk._gen.healthcode.v1 import auth_service_pb2 as pb
+from healthcode_sdk._gen.healthcode.v1 import common_pb2
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -17,8 +19,6 @@ from healthcode.server.auth.models import LoginCode
 from healthcode.server.auth.sessions import invalidate_account
 from healthcode.server.auth.tokens import hash_enrollment_code
 from healthcode.server.db.models import Account, AuthSession, Checkpoint, Device, DeviceEnrollment
-from healthcode_sdk._gen.healthcode.v1 import auth_service_pb2 as pb
-from healthcode_sdk._gen.healthcode.v1 import common_pb2
 from tests.fixtures import people
 from tests.server.auth.stack import Stack, bearer
 
@@ -86,7 +86,8 @@ async def test_login_creates_resident_account_without_plaintext_phone(stack: Sta
     # The code is single use.
     await _expect(
         stack.auth.Login(pb.LoginRequest(phone=phone, code=code)),
-        grpc.StatusCode.UNAUTHENTICATED, "LOGIN_CODE_INVALID",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "LOGIN_CODE_INVALID",
     )
 
 
@@ -111,11 +112,13 @@ async def test_same_answer_for_wrong_code_and_unknown_phone(stack: Stack) -> Non
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
     err1 = await _expect(
         stack.auth.Login(pb.LoginRequest(phone=phone, code=wrong)),
-        grpc.StatusCode.UNAUTHENTICATED, "LOGIN_CODE_INVALID",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "LOGIN_CODE_INVALID",
     )
     err2 = await _expect(
         stack.auth.Login(pb.LoginRequest(phone=people.phone(), code=wrong)),
-        grpc.StatusCode.UNAUTHENTICATED, "LOGIN_CODE_INVALID",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "LOGIN_CODE_INVALID",
     )
     assert err1.details() == err2.details()
     assert await stack.count(Account) == 0
@@ -133,11 +136,13 @@ async def test_code_dies_after_max_attempts(stack: Stack) -> None:
     for _ in range(stack.settings.otp_max_attempts):
         await _expect(
             stack.auth.Login(pb.LoginRequest(phone=phone, code=wrong)),
-            grpc.StatusCode.UNAUTHENTICATED, "LOGIN_CODE_INVALID",
+            grpc.StatusCode.UNAUTHENTICATED,
+            "LOGIN_CODE_INVALID",
         )
     await _expect(
         stack.auth.Login(pb.LoginRequest(phone=phone, code=code)),
-        grpc.StatusCode.UNAUTHENTICATED, "LOGIN_CODE_INVALID",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "LOGIN_CODE_INVALID",
     )
     assert await stack.count(Account) == 0
     assert await stack.count(AuthSession) == 0
@@ -152,7 +157,8 @@ async def test_code_expires(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> No
     now[0] += dt.timedelta(seconds=stack.settings.otp_seconds + 1)
     await _expect(
         stack.auth.Login(pb.LoginRequest(phone=phone, code=code)),
-        grpc.StatusCode.UNAUTHENTICATED, "LOGIN_CODE_INVALID",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "LOGIN_CODE_INVALID",
     )
     assert await stack.count(AuthSession) == 0
 
@@ -166,7 +172,8 @@ async def test_resend_throttle_and_new_code_replaces_old(
     first = stack.outbox_code(phone)
     err = await _expect(
         stack.auth.SendLoginCode(pb.SendLoginCodeRequest(phone=phone)),
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "LOGIN_CODE_RESEND_TOO_SOON",
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "LOGIN_CODE_RESEND_TOO_SOON",
     )
     info = error_info(err)
     assert info is not None and 0 < int(info.metadata["retry_after_s"]) <= 60
@@ -177,7 +184,8 @@ async def test_resend_throttle_and_new_code_replaces_old(
     if first != second:
         await _expect(
             stack.auth.Login(pb.LoginRequest(phone=phone, code=first)),
-            grpc.StatusCode.UNAUTHENTICATED, "LOGIN_CODE_INVALID",
+            grpc.StatusCode.UNAUTHENTICATED,
+            "LOGIN_CODE_INVALID",
         )
     assert (await stack.auth.Login(pb.LoginRequest(phone=phone, code=second))).account_id
 
@@ -190,7 +198,8 @@ async def test_rate_limit_per_phone(stack: Stack, monkeypatch: pytest.MonkeyPatc
         now[0] += dt.timedelta(seconds=61)
     await _expect(
         stack.auth.SendLoginCode(pb.SendLoginCodeRequest(phone=phone)),
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "LOGIN_CODE_RATE_LIMITED",
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "LOGIN_CODE_RATE_LIMITED",
     )
     # Another phone from the same peer is still served; the next hour the phone is again.
     await stack.auth.SendLoginCode(pb.SendLoginCodeRequest(phone=people.phone()))
@@ -204,7 +213,8 @@ async def test_rate_limit_per_peer(stack: Stack, monkeypatch: pytest.MonkeyPatch
         await stack.auth.SendLoginCode(pb.SendLoginCodeRequest(phone=people.phone()))
     await _expect(
         stack.auth.SendLoginCode(pb.SendLoginCodeRequest(phone=people.phone())),
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "LOGIN_CODE_RATE_LIMITED",
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "LOGIN_CODE_RATE_LIMITED",
     )
 
 
@@ -215,40 +225,47 @@ async def test_login_rate_limit_per_peer(stack: Stack, monkeypatch: pytest.Monke
     for _ in range(stack.settings.login_per_peer_per_minute):
         await _expect(
             stack.auth.Login(pb.LoginRequest(phone=phone, code="000000")),
-            grpc.StatusCode.UNAUTHENTICATED, "LOGIN_CODE_INVALID",
+            grpc.StatusCode.UNAUTHENTICATED,
+            "LOGIN_CODE_INVALID",
         )
     await _expect(
         stack.auth.Login(pb.LoginRequest(phone=phone, code="000000")),
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "LOGIN_RATE_LIMITED",
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "LOGIN_RATE_LIMITED",
     )
 
 
 async def test_bad_input_names_the_field_and_writes_nothing(stack: Stack) -> None:
     err = await _expect(
         stack.auth.SendLoginCode(pb.SendLoginCodeRequest(phone="12345")),
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
     )
     assert field_violations(err) == ["phone"]
     err = await _expect(
         stack.auth.Login(pb.LoginRequest(phone=people.phone(), code="12ab")),
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
     )
     assert field_violations(err) == ["code"]
     err = await _expect(
         stack.auth.RefreshToken(pb.RefreshTokenRequest()),
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
     )
     assert field_violations(err) == ["refresh_token"]
     err = await _expect(
         stack.auth.EnrollDevice(pb.EnrollDeviceRequest()),
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
     )
     assert field_violations(err) == ["enrollment_code"]
     assert await stack.count(LoginCode) == 0
     assert await stack.count(Account) == 0
     await _expect(
         stack.auth.GetSession(pb.GetSessionRequest()),
-        grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "UNAUTHENTICATED",
     )
 
 
@@ -261,11 +278,13 @@ async def test_refresh_rotates_and_kills_old_tokens(stack: Stack) -> None:
     assert refreshed.refresh_token != login.refresh_token
     await _expect(
         stack.auth.RefreshToken(pb.RefreshTokenRequest(refresh_token=login.refresh_token)),
-        grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_INVALID",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_INVALID",
     )
     await _expect(
         stack.auth.GetSession(pb.GetSessionRequest(), metadata=bearer(login.access_token)),
-        grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "UNAUTHENTICATED",
     )
     who = await stack.auth.GetSession(
         pb.GetSessionRequest(), metadata=bearer(refreshed.access_token)
@@ -280,11 +299,13 @@ async def test_logout_revokes_at_once(stack: Stack) -> None:
     await stack.auth.Logout(pb.LogoutRequest(), metadata=meta)
     await _expect(
         stack.auth.GetSession(pb.GetSessionRequest(), metadata=meta),
-        grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "UNAUTHENTICATED",
     )
     await _expect(
         stack.auth.RefreshToken(pb.RefreshTokenRequest(refresh_token=login.refresh_token)),
-        grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_INVALID",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_INVALID",
     )
 
 
@@ -299,11 +320,13 @@ async def test_disabled_account_is_refused(stack: Stack) -> None:
     invalidate_account(login.account_id)  # other replicas: within the cache TTL
     await _expect(
         stack.auth.GetSession(pb.GetSessionRequest(), metadata=bearer(login.access_token)),
-        grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "UNAUTHENTICATED",
     )
     await _expect(
         stack.auth.RefreshToken(pb.RefreshTokenRequest(refresh_token=login.refresh_token)),
-        grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_INVALID",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "REFRESH_TOKEN_INVALID",
     )
 
 
@@ -344,7 +367,8 @@ async def test_device_enrolment_is_single_use(stack: Stack) -> None:
     assert who.division_code == "510402"
     await _expect(
         stack.auth.EnrollDevice(pb.EnrollDeviceRequest(enrollment_code=code)),
-        grpc.StatusCode.UNAUTHENTICATED, "ENROLLMENT_CODE_INVALID",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "ENROLLMENT_CODE_INVALID",
     )
     assert await stack.count(Device) == 1
     assert await stack.count(AuthSession, AuthSession.device_id.is_not(None)) == 1
@@ -357,6 +381,7 @@ async def test_expired_enrolment_code_is_refused(stack: Stack) -> None:
     )
     await _expect(
         stack.auth.EnrollDevice(pb.EnrollDeviceRequest(enrollment_code=code)),
-        grpc.StatusCode.UNAUTHENTICATED, "ENROLLMENT_CODE_INVALID",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "ENROLLMENT_CODE_INVALID",
     )
     assert await stack.count(Device) == 0

@@ -10,13 +10,13 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-
-from healthcode.common.errors import field_violations
-from healthcode.server.db.models import IdempotencyRecord, Passage, Person
 from healthcode_sdk._gen.healthcode.v1 import checkpoint_service_pb2 as pb
 from healthcode_sdk._gen.healthcode.v1 import code_service_pb2 as code_pb
 from healthcode_sdk._gen.healthcode.v1 import common_pb2
 from healthcode_sdk._gen.healthcode.v1 import resident_service_pb2 as res_pb
+
+from healthcode.common.errors import field_violations
+from healthcode.server.db.models import IdempotencyRecord, Passage, Person
 from tests.fixtures import people
 from tests.server.codes.harness import Caller, GateStack
 
@@ -31,8 +31,9 @@ def code_scan(scan_id: str, code: str, **kwargs: Any) -> pb.Scan:
     return pb.Scan(scan_id=scan_id, scan_time=ts(), code=code, **kwargs)
 
 
-async def stream(stack: GateStack, md: Any, *requests: pb.StreamScansRequest
-                 ) -> list[pb.StreamScansResponse]:
+async def stream(
+    stack: GateStack, md: Any, *requests: pb.StreamScansRequest
+) -> list[pb.StreamScansResponse]:
     async def gen() -> AsyncIterator[pb.StreamScansRequest]:
         for request in requests:
             yield request
@@ -53,21 +54,35 @@ async def test_stream_scans_ack_dedup_and_rejections(stack: GateStack) -> None:
     _, code = await new_code(stack)
     card = people.person()
     future = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
-    first = pb.StreamScansRequest(scans=[
-        code_scan("s-1", code, temperature_celsius=36.4),
-        pb.Scan(scan_id="s-2", scan_time=ts(), id_card=pb.IdCardData(
-            name=card.name, id_number=card.id_number, address=card.address),
-            method=common_pb2.PASSAGE_METHOD_ID_PCSC),
-        code_scan("s-3", "JKM1:garbage"),
-        pb.Scan(scan_id="s-4", scan_time=ts(future), code=code),
-        pb.Scan(scan_id="s-5", code=code),
-        pb.Scan(scan_id="s-6", scan_time=ts()),
-        pb.Scan(scan_id="", scan_time=ts(), code=code),
-        pb.Scan(scan_id="s-8", scan_time=ts(), id_card=pb.IdCardData(
-            name=card.name, id_number=card.id_number[:-1] + "0"
-            if card.id_number[-1] != "0" else card.id_number[:-1] + "1")),
-        code_scan("s-1", code),  # the same scan twice in one message
-    ])
+    first = pb.StreamScansRequest(
+        scans=[
+            code_scan("s-1", code, temperature_celsius=36.4),
+            pb.Scan(
+                scan_id="s-2",
+                scan_time=ts(),
+                id_card=pb.IdCardData(
+                    name=card.name, id_number=card.id_number, address=card.address
+                ),
+                method=common_pb2.PASSAGE_METHOD_ID_PCSC,
+            ),
+            code_scan("s-3", "JKM1:garbage"),
+            pb.Scan(scan_id="s-4", scan_time=ts(future), code=code),
+            pb.Scan(scan_id="s-5", code=code),
+            pb.Scan(scan_id="s-6", scan_time=ts()),
+            pb.Scan(scan_id="", scan_time=ts(), code=code),
+            pb.Scan(
+                scan_id="s-8",
+                scan_time=ts(),
+                id_card=pb.IdCardData(
+                    name=card.name,
+                    id_number=card.id_number[:-1] + "0"
+                    if card.id_number[-1] != "0"
+                    else card.id_number[:-1] + "1",
+                ),
+            ),
+            code_scan("s-1", code),  # the same scan twice in one message
+        ]
+    )
     (response,) = await stream(stack, device.md, first)
     got = [(d.scan_id, d.ack, d.reason) for d in response.decisions]
     assert got == [
@@ -89,9 +104,9 @@ async def test_stream_scans_ack_dedup_and_rejections(stack: GateStack) -> None:
     assert await stack.count(Person, Person.managed.is_(True)) == 1
 
     # The same scans on a new stream (device reconnected): duplicates with the stored decision.
-    (again,) = await stream(stack, device.md, pb.StreamScansRequest(scans=[
-        code_scan("s-1", code), first.scans[1]
-    ]))
+    (again,) = await stream(
+        stack, device.md, pb.StreamScansRequest(scans=[code_scan("s-1", code), first.scans[1]])
+    )
     assert [(d.ack, d.passage_id) for d in again.decisions] == [
         (pb.SCAN_ACK_DUPLICATE, decisions[0].passage_id),
         (pb.SCAN_ACK_DUPLICATE, decisions[1].passage_id),
@@ -107,10 +122,20 @@ async def test_offline_scan_and_message_limits(stack: GateStack) -> None:
     assert resident.person_id is not None
     await stack.set_color(resident.person_id, 3)
     when = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
-    (response,) = await stream(stack, staff.md, pb.StreamScansRequest(scans=[
-        pb.Scan(scan_id="off-1", scan_time=ts(when), code=code,
-                offline_decision=common_pb2.PASSAGE_DECISION_ALLOW)
-    ]))
+    (response,) = await stream(
+        stack,
+        staff.md,
+        pb.StreamScansRequest(
+            scans=[
+                pb.Scan(
+                    scan_id="off-1",
+                    scan_time=ts(when),
+                    code=code,
+                    offline_decision=common_pb2.PASSAGE_DECISION_ALLOW,
+                )
+            ]
+        ),
+    )
     (decision,) = response.decisions
     assert decision.ack == pb.SCAN_ACK_RECORDED
     assert decision.decision == common_pb2.PASSAGE_DECISION_ALLOW  # what happened at the gate
@@ -195,14 +220,15 @@ async def test_register_by_id_card(stack: GateStack) -> None:
         await stack.checkpoints.RegisterByIdCard(
             pb.RegisterByIdCardRequest(
                 id_card=pb.IdCardData(name="", id_number="123", sex_code="7"),
-                method=common_pb2.PASSAGE_METHOD_QR_CODE, temperature_celsius=99,
+                method=common_pb2.PASSAGE_METHOD_QR_CODE,
+                temperature_celsius=99,
             ),
             metadata=staff.md,
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert sorted(field_violations(err.value)) == sorted([
-        "id_card.name", "id_card.id_number", "id_card.sex_code", "method", "temperature_celsius"
-    ])
+    assert sorted(field_violations(err.value)) == sorted(
+        ["id_card.name", "id_card.id_number", "id_card.sex_code", "method", "temperature_celsius"]
+    )
     assert await stack.count(Passage) == 2
     assert await stack.count(IdempotencyRecord) == before
 
@@ -215,8 +241,11 @@ async def test_passages_and_residents_stay_in_their_jurisdiction(stack: GateStac
     _, code = await new_code(stack)  # a resident of 510402
     west_person, _ = await stack.person("510403")
     await stack.set_color(west_person, 2)
-    (east_resp,) = await stream(stack, east_staff.md, pb.StreamScansRequest(
-        scans=[code_scan(f"e-{i}", code) for i in range(7)]))
+    (east_resp,) = await stream(
+        stack,
+        east_staff.md,
+        pb.StreamScansRequest(scans=[code_scan(f"e-{i}", code) for i in range(7)]),
+    )
     assert all(d.ack == pb.SCAN_ACK_RECORDED for d in east_resp.decisions)
 
     # Keyset paging, newest first, only the caller's checkpoint.
@@ -232,39 +261,52 @@ async def test_passages_and_residents_stay_in_their_jurisdiction(stack: GateStac
         if not token:
             break
     assert len(seen) == len(set(seen)) == 7
-    west_page = await stack.checkpoints.ListPassages(pb.ListPassagesRequest(),
-                                                     metadata=west_staff.md)
+    west_page = await stack.checkpoints.ListPassages(
+        pb.ListPassagesRequest(), metadata=west_staff.md
+    )
     assert list(west_page.passages) == []
     with pytest.raises(grpc.aio.AioRpcError) as err:  # a token of another checkpoint's list
         await stack.checkpoints.ListPassages(
-            pb.ListPassagesRequest(page_size=3, page_token=(await stack.checkpoints.ListPassages(
-                pb.ListPassagesRequest(page_size=3), metadata=east_staff.md)).next_page_token),
+            pb.ListPassagesRequest(
+                page_size=3,
+                page_token=(
+                    await stack.checkpoints.ListPassages(
+                        pb.ListPassagesRequest(page_size=3), metadata=east_staff.md
+                    )
+                ).next_page_token,
+            ),
             metadata=west_staff.md,
         )
     assert field_violations(err.value) == ["page_token"]
     start = ts(dt.datetime.now(dt.UTC) - dt.timedelta(days=40))
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stack.checkpoints.ListPassages(pb.ListPassagesRequest(start_time=start),
-                                             metadata=east_staff.md)
+        await stack.checkpoints.ListPassages(
+            pb.ListPassagesRequest(start_time=start), metadata=east_staff.md
+        )
     assert field_violations(err.value) == ["start_time"]
 
     east_list = await stack.checkpoints.ListJurisdictionResidents(
-        pb.ListJurisdictionResidentsRequest(), metadata=east_staff.md)
+        pb.ListJurisdictionResidentsRequest(), metadata=east_staff.md
+    )
     assert {r.division_code for r in east_list.residents} == {"510402"}
     west_list = await stack.checkpoints.ListJurisdictionResidents(
-        pb.ListJurisdictionResidentsRequest(), metadata=west_staff.md)
+        pb.ListJurisdictionResidentsRequest(), metadata=west_staff.md
+    )
     assert [r.subject_id for r in west_list.residents] == [west_person]
     yellow = await stack.checkpoints.ListJurisdictionResidents(
         pb.ListJurisdictionResidentsRequest(color=common_pb2.CODE_COLOR_YELLOW),
-        metadata=west_staff.md)
+        metadata=west_staff.md,
+    )
     assert [r.color for r in yellow.residents] == [common_pb2.CODE_COLOR_YELLOW]
     green = await stack.checkpoints.ListJurisdictionResidents(
         pb.ListJurisdictionResidentsRequest(color=common_pb2.CODE_COLOR_GREEN),
-        metadata=west_staff.md)
+        metadata=west_staff.md,
+    )
     assert list(green.residents) == []
     city_admin = await stack.account("district_admin", division="510400")
     city = await stack.checkpoints.ListJurisdictionResidents(
-        pb.ListJurisdictionResidentsRequest(), metadata=city_admin.md)
+        pb.ListJurisdictionResidentsRequest(), metadata=city_admin.md
+    )
     assert {r.division_code for r in city.residents} == {"510402", "510403"}
 
 
@@ -292,7 +334,8 @@ async def test_add_jurisdiction_resident(stack: GateStack) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stack.checkpoints.AddJurisdictionResident(
             pb.AddJurisdictionResidentRequest(
-                identity=res_pb.PersonIdentity(name=record.name, id_number="1"), phone="12",
+                identity=res_pb.PersonIdentity(name=record.name, id_number="1"),
+                phone="12",
             ),
             metadata=staff.md,
         )

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from healthcode_sdk._gen.healthcode.v1 import checkpoint_service_pb2_grpc as cp_grpc
+from healthcode_sdk._gen.healthcode.v1 import code_service_pb2_grpc as code_grpc
+from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2_grpc as ver_grpc
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -39,9 +42,6 @@ from healthcode.vault.client import TokenizeItem, VaultClient
 from healthcode.vault.fields import FieldType
 from healthcode.vault.server import VaultServer
 from healthcode.vault.settings import VaultSettings
-from healthcode_sdk._gen.healthcode.v1 import checkpoint_service_pb2_grpc as cp_grpc
-from healthcode_sdk._gen.healthcode.v1 import code_service_pb2_grpc as code_grpc
-from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2_grpc as ver_grpc
 from tests.fixtures import people
 
 MY_SERVICES = tuple(

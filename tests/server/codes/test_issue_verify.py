@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from healthcode_sdk._gen.healthcode.v1 import code_service_pb2 as code_pb
+from healthcode_sdk._gen.healthcode.v1 import common_pb2
+from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2 as ver_pb
 
 from healthcode.codes import decode_code
 from healthcode.common.errors import error_info, field_violations
 from healthcode.server.db.models import Passage
-from healthcode_sdk._gen.healthcode.v1 import code_service_pb2 as code_pb
-from healthcode_sdk._gen.healthcode.v1 import common_pb2
-from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2 as ver_pb
 from tests.server.codes.harness import GateStack
 
 

@@ -1,9 +1,12 @@
 """Key store: rotation (old codes verify, new codes use the new kid, a second replica picks the
-rotation up), signed trust list (verifies; tamper fails), revocation list, keys encrypted at rest."""
+rotation up), signed trust list (verifies; tamper fails), revocation list, encryption at rest."""
 
 from __future__ import annotations
 
 import pytest
+from healthcode_sdk._gen.healthcode.v1 import code_service_pb2 as code_pb
+from healthcode_sdk._gen.healthcode.v1 import common_pb2
+from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2 as ver_pb
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,15 +23,13 @@ from healthcode.server.codes import keystore as keystore_module
 from healthcode.server.codes.keystore import KeyStore, revoke_person_offline_codes
 from healthcode.server.codes.models import IssuerKeyRecord
 from healthcode.server.db.base import utcnow
-from healthcode_sdk._gen.healthcode.v1 import code_service_pb2 as code_pb
-from healthcode_sdk._gen.healthcode.v1 import common_pb2
-from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2 as ver_pb
 from tests.server.codes.harness import GateStack
 
 
 def anchors(spki: bytes) -> KeyRing:
-    return KeyRing([VerifierKey.from_spki_der(spki, issuer="CN-510400", not_before=0,
-                                              not_after=2**40)])
+    return KeyRing(
+        [VerifierKey.from_spki_der(spki, issuer="CN-510400", not_before=0, not_after=2**40)]
+    )
 
 
 async def test_rotation_old_codes_verify_new_codes_use_new_kid(
@@ -57,7 +58,7 @@ async def test_rotation_old_codes_verify_new_codes_use_new_kid(
     # The replica picks the rotation up on its next refresh (stale-while-revalidate).
     monkeypatch.setattr(keystore_module, "REFRESH_SECONDS", 0.0)
     await replica.snapshot()  # starts the background reload
-    task = replica._refreshing  # noqa: SLF001 - wait for the reload the call started
+    task = replica._refreshing
     if task is not None:
         await task
     after = await replica.snapshot()
@@ -70,7 +71,8 @@ async def test_rotation_old_codes_verify_new_codes_use_new_kid(
     assert statuses == {new_kid: ver_pb.KEY_STATUS_ACTIVE, retired_kid: ver_pb.KEY_STATUS_RETIRED}
     verified_list = verify_trust_list(trust.signed_trust_list, anchors(trust.signer_spki_der))
     assert {k.kid.hex(): k.status for k in verified_list.keys} == {
-        new_kid: KeyStatus.ACTIVE, retired_kid: KeyStatus.RETIRED
+        new_kid: KeyStatus.ACTIVE,
+        retired_kid: KeyStatus.RETIRED,
     }
     # An offline verifier with the signed list verifies both codes.
     from healthcode.codes import CodeVerifier
@@ -102,10 +104,12 @@ async def test_revocation_list(stack: GateStack) -> None:
     resident = await stack.resident()
     assert resident.person_id is not None
     codes = [
-        (await stack.codes.IssueOfflineCode(
-            code_pb.IssueOfflineCodeRequest(request_id=f"o-{i}", validity_days=1),
-            metadata=resident.md,
-        )).code.code
+        (
+            await stack.codes.IssueOfflineCode(
+                code_pb.IssueOfflineCodeRequest(request_id=f"o-{i}", validity_days=1),
+                metadata=resident.md,
+            )
+        ).code.code
         for i in range(2)
     ]
     dynamic = (await stack.codes.IssueCode(code_pb.IssueCodeRequest(), metadata=resident.md)).code
@@ -130,7 +134,8 @@ async def test_revocation_list(stack: GateStack) -> None:
     assert err.value.reason == "TRUST_LIST_ROLLBACK"
     # Revoking again changes nothing and keeps the version; the dynamic code is unaffected.
     assert await stack.db.run(revoke_person_offline_codes, resident.person_id, utcnow()) == (
-        0, version
+        0,
+        version,
     )
     assert decode_code(dynamic.code).claims.code_id not in set(listed.revoked_code_ids)
 

@@ -13,6 +13,9 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from healthcode_sdk._gen.healthcode.v1 import code_service_pb2 as code_pb
+from healthcode_sdk._gen.healthcode.v1 import common_pb2
+from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2 as ver_pb
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -24,9 +27,6 @@ from healthcode.server.codes.keystore import revoke_person_offline_codes
 from healthcode.server.codes.models import IssuerKeyRecord
 from healthcode.server.db.base import utcnow
 from healthcode.server.db.models import AuditEvent, Passage
-from healthcode_sdk._gen.healthcode.v1 import code_service_pb2 as code_pb
-from healthcode_sdk._gen.healthcode.v1 import common_pb2
-from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2 as ver_pb
 from tests.server.codes.harness import Caller, GateStack
 
 
@@ -35,13 +35,27 @@ async def issue(stack: GateStack, resident: Caller) -> str:
     return response.code.code
 
 
-def crafted(key: IssuerKey, *, alg: int = -7, iat: int | None = None, exp: int | None = None,
-            signature: bytes | None = None) -> str:
+def crafted(
+    key: IssuerKey,
+    *,
+    alg: int = -7,
+    iat: int | None = None,
+    exp: int | None = None,
+    signature: bytes | None = None,
+) -> str:
     """A COSE_Sign1 code signed by ``key`` with chosen alg and times."""
     now = int(time.time())
     iat = now if iat is None else iat
-    claims = {1: key.issuer, 6: iat, 4: iat + 300 if exp is None else exp, 7: os.urandom(16),
-              -70001: 1, -70002: 1, -70003: "张*", -70004: "5***************12"}
+    claims = {
+        1: key.issuer,
+        6: iat,
+        4: iat + 300 if exp is None else exp,
+        7: os.urandom(16),
+        -70001: 1,
+        -70002: 1,
+        -70003: "张*",
+        -70004: "5***************12",
+    }
     protected = cbor2.dumps({1: alg, 4: key.kid})
     body = cbor2.dumps(claims)
     if signature is None:
@@ -66,6 +80,7 @@ async def test_every_rejection_class_has_its_own_reason(stack: GateStack) -> Non
     staff = await stack.staff(checkpoint)
     snapshot = await stack.platform.keys.snapshot()
     key = snapshot.issuer.key
+
     # Let the key's window start an hour ago, so an expired code is still inside it.
     def backdate(session: Session) -> None:
         session.execute(update(IssuerKeyRecord).values(not_before=utcnow() - dt.timedelta(hours=1)))
@@ -112,8 +127,10 @@ async def test_every_rejection_class_has_its_own_reason(stack: GateStack) -> Non
     for request, field in (
         (ver_pb.VerifyCodeRequest(), "code"),
         (ver_pb.VerifyCodeRequest(code=cases["CODE_EXPIRED"], direction=9), "direction"),
-        (ver_pb.VerifyCodeRequest(code="JKM1:", temperature_celsius=float("nan")),
-         "temperature_celsius"),
+        (
+            ver_pb.VerifyCodeRequest(code="JKM1:", temperature_celsius=float("nan")),
+            "temperature_celsius",
+        ),
         (ver_pb.VerifyCodeRequest(code="JKM1:", request_id="bad id!"), "request_id"),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -143,7 +160,8 @@ async def test_current_colour_dedup_and_decisions(stack: GateStack) -> None:
         metadata=staff.md,
     )
     assert (fever.color, fever.decision) == (
-        common_pb2.CODE_COLOR_GREEN, common_pb2.PASSAGE_DECISION_DENY
+        common_pb2.CODE_COLOR_GREEN,
+        common_pb2.PASSAGE_DECISION_DENY,
     )
     # The status changes: the same code now verifies red (signed colour stays green).
     await stack.set_color(resident.person_id, 3)
@@ -151,14 +169,17 @@ async def test_current_colour_dedup_and_decisions(stack: GateStack) -> None:
         ver_pb.VerifyCodeRequest(code=code, request_id="scan-c"), metadata=staff.md
     )
     assert (red.color, red.signed_color, red.decision) == (
-        common_pb2.CODE_COLOR_RED, common_pb2.CODE_COLOR_GREEN, common_pb2.PASSAGE_DECISION_DENY
+        common_pb2.CODE_COLOR_RED,
+        common_pb2.CODE_COLOR_GREEN,
+        common_pb2.PASSAGE_DECISION_DENY,
     )
     await stack.set_color(resident.person_id, 2)
     yellow = await stack.verification.VerifyCode(
         ver_pb.VerifyCodeRequest(code=code, request_id="scan-d"), metadata=staff.md
     )
     assert (yellow.color, yellow.decision) == (
-        common_pb2.CODE_COLOR_YELLOW, common_pb2.PASSAGE_DECISION_DENY
+        common_pb2.CODE_COLOR_YELLOW,
+        common_pb2.PASSAGE_DECISION_DENY,
     )
     assert await stack.count(Passage) == 4
     # A partner verifies without recording anything.
@@ -276,6 +297,10 @@ async def test_offline_code_rules(stack: GateStack) -> None:
 def test_claims_helper_sanity() -> None:
     key = IssuerKey.generate("CN-510400", not_before=0, not_after=2**40)
     now = int(time.time())
-    code = encode_code(key, HealthCodeClaims("CN-510400", now, now + 5, os.urandom(16),
-                                             Colour.GREEN, CodeKind.DYNAMIC, "张*", "5**2"))
+    code = encode_code(
+        key,
+        HealthCodeClaims(
+            "CN-510400", now, now + 5, os.urandom(16), Colour.GREEN, CodeKind.DYNAMIC, "张*", "5**2"
+        ),
+    )
     assert decode_code(code).claims.issued_at == now

@@ -65,7 +65,7 @@ class AuthService(pb_grpc.AuthServiceServicer):
     def __init__(self, platform: Platform) -> None:
         self._p = platform
 
-    async def SendLoginCode(  # noqa: N802 - gRPC method name
+    async def SendLoginCode(
         self, request: pb.SendLoginCodeRequest, context: Ctx
     ) -> pb.SendLoginCodeResponse:
         phone = _phone(request.phone)
@@ -86,9 +86,7 @@ class AuthService(pb_grpc.AuthServiceServicer):
             resend_after_seconds=result.resend_after_seconds,
         )
 
-    async def Login(  # noqa: N802 - gRPC method name
-        self, request: pb.LoginRequest, context: Ctx
-    ) -> pb.LoginResponse:
+    async def Login(self, request: pb.LoginRequest, context: Ctx) -> pb.LoginResponse:
         phone = _phone(request.phone)
         code = request.code.strip()
         if not _CODE_RE.match(code):
@@ -125,16 +123,14 @@ class AuthService(pb_grpc.AuthServiceServicer):
             account_id=account.id,
         )
 
-    async def Logout(  # noqa: N802 - gRPC method name
-        self, request: pb.LogoutRequest, context: Ctx
-    ) -> pb.LogoutResponse:
+    async def Logout(self, request: pb.LogoutRequest, context: Ctx) -> pb.LogoutResponse:
         principal = current_principal()
         await self._p.db.run(revoke_session, principal.session_id)
         invalidate_session(principal.session_id)
         log.info("logout", principal_id=principal.id)
         return pb.LogoutResponse()
 
-    async def RefreshToken(  # noqa: N802 - gRPC method name
+    async def RefreshToken(
         self, request: pb.RefreshTokenRequest, context: Ctx
     ) -> pb.RefreshTokenResponse:
         token = request.refresh_token.strip()
@@ -156,7 +152,7 @@ class AuthService(pb_grpc.AuthServiceServicer):
             expire_time=to_timestamp(issued.expires_at),
         )
 
-    async def EnrollDevice(  # noqa: N802 - gRPC method name
+    async def EnrollDevice(
         self, request: pb.EnrollDeviceRequest, context: Ctx
     ) -> pb.EnrollDeviceResponse:
         code = request.enrollment_code.strip()
@@ -175,7 +171,7 @@ class AuthService(pb_grpc.AuthServiceServicer):
         log.info("device enrolled", device_id=result.device_id, checkpoint_id=result.checkpoint_id)
         return result
 
-    async def GetSession(  # noqa: N802 - gRPC method name
+    async def GetSession(
         self, request: pb.GetSessionRequest, context: Ctx
     ) -> pb.GetSessionResponse:
         principal = current_principal()

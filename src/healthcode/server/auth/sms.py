@@ -102,7 +102,7 @@ def make_sms_sender(settings: ServerSettings, secret: bytes | None = None) -> Sm
     if settings.sms_sender == "outbox":
         if secret is None:
             # Imported here: platform.py imports this module's types for its annotations.
-            from healthcode.server.platform import load_or_create_secret  # noqa: PLC0415
+            from healthcode.server.platform import load_or_create_secret
 
             secret = load_or_create_secret(settings.server_dir / "secret.key")
         sender = OutboxSmsSender(settings.sms_outbox, secret)

@@ -22,6 +22,7 @@ can flag a mismatch.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,6 +37,7 @@ from sqlalchemy.orm import Session
 from healthcode.codes import CodeVerifier
 from healthcode.common.errors import (
     AlreadyExists,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     PermissionDenied,
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     from healthcode.server.platform import Platform
 
 T = TypeVar("T")
+_HELD_ITEM = re.compile(r"items\[(\d+)\]")
 
 MAX_SCANS = 100
 #: A scan may be at most this far in the device's future.
@@ -134,37 +137,77 @@ def _card_reason(violations: list[FieldViolation]) -> str:
 
 
 async def tokenize_cards(platform: Platform, cards: list[CardInput]) -> list[store.CardTokens]:
-    """Tokenize ID number, name (and address) of every card in ONE vault round trip."""
+    """Vault references of every card of a request.
+
+    One ``lookup`` round trip finds the ID numbers the vault knows (the usual case at a gate:
+    the person passed before, or registered in the app); only unknown people are tokenized (ID
+    number, name, address, phone) in a second round trip, which happens once per person. A
+    concurrent registration of the same person (VALUE_HELD_BY_OTHER_SUBJECT) repeats the lookup.
+    """
     if not cards:
         return []
-    items: list[TokenizeItem] = []
-    person_ids = [new_id() for _ in cards]
-    for card, person_id in zip(cards, person_ids, strict=True):
-        items.append(TokenizeItem(FieldType.ID_NUMBER, card.id_number, person_id))
-        items.append(TokenizeItem(FieldType.NAME, card.name, person_id))
-        if card.address:
-            items.append(TokenizeItem(FieldType.ADDRESS, card.address, person_id))
-        if card.phone:
-            items.append(TokenizeItem(FieldType.PHONE, card.phone, person_id))
+    for _attempt in range(2):
+        try:
+            return await _resolve_cards(platform, cards)
+        except FailedPrecondition as err:
+            if err.reason != "VALUE_HELD_BY_OTHER_SUBJECT":
+                raise
+    return await _resolve_cards(platform, cards)
+
+
+async def _resolve_cards(platform: Platform, cards: list[CardInput]) -> list[store.CardTokens]:
     try:
-        results = await platform.vault.tokenize(items)
+        known = await platform.vault.lookup(FieldType.ID_NUMBER, [c.id_number for c in cards])
     except InvalidArgument:
-        raise invalid("id_card", "was refused by the privacy vault") from None
-    out: list[store.CardTokens] = []
-    index = 0
-    for card, person_id in zip(cards, person_ids, strict=True):
-        id_result, name_result = results[index], results[index + 1]
-        index += 2
-        address_token, masked_address = None, ""
-        if card.address:
-            address_token, masked_address = results[index].token, results[index].masked
-            index += 1
-        phone_token, masked_phone = None, ""
-        if card.phone:
-            phone_token, masked_phone = results[index].token, results[index].masked
-            index += 1
-        out.append(
-            store.CardTokens(
+        raise invalid("id_card.id_number", "was refused by the privacy vault") from None
+    out: dict[str, store.CardTokens] = {}
+    for card, token in zip(cards, known, strict=True):
+        if token is not None:
+            out[card.id_number] = store.CardTokens(
+                id_token=token,
+                masked_id="",
+                name_token=None,
+                masked_name="",
+                address_token=None,
+                masked_address="",
+                phone_token=None,
+                masked_phone="",
+                kind=card.kind,
+                new_person_id="",
+            )
+    unknown = {c.id_number: c for c in cards if c.id_number not in out}
+    if unknown:
+        items: list[TokenizeItem] = []
+        plan: list[tuple[CardInput, str, int]] = []
+        for card in unknown.values():
+            person_id = new_id()
+            plan.append((card, person_id, len(items)))
+            items.append(TokenizeItem(FieldType.ID_NUMBER, card.id_number, person_id))
+            items.append(TokenizeItem(FieldType.NAME, card.name, person_id))
+            if card.address:
+                items.append(TokenizeItem(FieldType.ADDRESS, card.address, person_id))
+            if card.phone:
+                items.append(TokenizeItem(FieldType.PHONE, card.phone, person_id))
+        try:
+            results = await platform.vault.tokenize(items)
+        except InvalidArgument:
+            raise invalid("id_card", "was refused by the privacy vault") from None
+        except FailedPrecondition as err:
+            held = _HELD_ITEM.search(err.message)
+            if held and items[int(held.group(1))].field_type is FieldType.PHONE:
+                raise invalid("phone", "is already registered to another person") from None
+            raise
+        for card, person_id, first in plan:
+            id_result, name_result = results[first], results[first + 1]
+            index = first + 2
+            address_token, masked_address = None, ""
+            if card.address:
+                address_token, masked_address = results[index].token, results[index].masked
+                index += 1
+            phone_token, masked_phone = None, ""
+            if card.phone:
+                phone_token, masked_phone = results[index].token, results[index].masked
+            out[card.id_number] = store.CardTokens(
                 id_token=id_result.token,
                 masked_id=id_result.masked,
                 name_token=name_result.token,
@@ -176,8 +219,7 @@ async def tokenize_cards(platform: Platform, cards: list[CardInput]) -> list[sto
                 kind=card.kind,
                 new_person_id=person_id,
             )
-        )
-    return out
+    return [out[c.id_number] for c in cards]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,7 +486,7 @@ class CheckpointService(pb_grpc.CheckpointServiceServicer):
 
     # -- StreamScans ----------------------------------------------------------------------
 
-    async def StreamScans(  # noqa: N802 - gRPC method name
+    async def StreamScans(
         self,
         request_iterator: AsyncIterator[pb.StreamScansRequest],
         context: Ctx,
@@ -482,7 +524,7 @@ class CheckpointService(pb_grpc.CheckpointServiceServicer):
 
     # -- RegisterByIdCard -----------------------------------------------------------------
 
-    async def RegisterByIdCard(  # noqa: N802 - gRPC method name
+    async def RegisterByIdCard(
         self, request: pb.RegisterByIdCardRequest, context: Ctx
     ) -> pb.RegisterByIdCardResponse:
         """Record a passage from ID card data; unknown persons join the checkpoint's division."""
@@ -512,7 +554,7 @@ class CheckpointService(pb_grpc.CheckpointServiceServicer):
 
     # -- ListPassages ---------------------------------------------------------------------
 
-    async def ListPassages(  # noqa: N802 - gRPC method name
+    async def ListPassages(
         self, request: pb.ListPassagesRequest, context: Ctx
     ) -> pb.ListPassagesResponse:
         """Passages of the caller's checkpoint in a window (default 24 h, at most 31 days)."""
@@ -550,7 +592,7 @@ class CheckpointService(pb_grpc.CheckpointServiceServicer):
 
     # -- Jurisdiction ---------------------------------------------------------------------
 
-    async def ListJurisdictionResidents(  # noqa: N802 - gRPC method name
+    async def ListJurisdictionResidents(
         self, request: pb.ListJurisdictionResidentsRequest, context: Ctx
     ) -> pb.ListJurisdictionResidentsResponse:
         """Residents of the caller's jurisdiction, masked, optionally of one colour."""
@@ -571,7 +613,7 @@ class CheckpointService(pb_grpc.CheckpointServiceServicer):
             after = cursor["a"]
         return await self._db.run(_list_residents, principal, color, after, size)
 
-    async def AddJurisdictionResident(  # noqa: N802 - gRPC method name
+    async def AddJurisdictionResident(
         self, request: pb.AddJurisdictionResidentRequest, context: Ctx
     ) -> pb.AddJurisdictionResidentResponse:
         """Register a person without a smartphone in the caller's division (managed)."""

@@ -15,11 +15,15 @@ from sqlalchemy import ColumnElement, and_, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from healthcode.codes import CodeRejected, CodeVerifier, VerifiedCode
+from healthcode.common.errors import FailedPrecondition
 from healthcode.common.identity import IdKind
 from healthcode.server.common.principal import Principal, Role
 from healthcode.server.db.models import Checkpoint, Passage, Person
 from healthcode.server.status.rules import current_color, recompute
 from healthcode.server.verification import store as vstore
+
+#: Reason when the vault knows an ID number the server has no person for.
+PERSON_UNAVAILABLE = "PERSON_UNAVAILABLE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +32,8 @@ class CardTokens:
 
     id_token: str
     masked_id: str
-    name_token: str
+    #: None when the vault already knew the person (no new tokens were made).
+    name_token: str | None
     masked_name: str
     address_token: str | None
     masked_address: str
@@ -71,6 +76,11 @@ def find_or_create_person(
         ).scalar_one_or_none()
     if person is not None:
         return person, False
+    if card.name_token is None or not card.new_person_id:
+        # The vault knows the ID number but this server has no person for it (erased).
+        raise FailedPrecondition(
+            PERSON_UNAVAILABLE, "this person cannot be registered at the gate; ask the district"
+        )
     person = Person(
         id=card.new_person_id,
         id_token=card.id_token,
@@ -213,7 +223,12 @@ def _one_scan(  # noqa: PLR0917 - unit of work, called positionally via Database
         person = holder.person
     else:
         assert scan.card is not None
-        person, _ = find_or_create_person(session, scan.card, gate.division_code, now, card_people)
+        try:
+            person, _ = find_or_create_person(
+                session, scan.card, gate.division_code, now, card_people
+            )
+        except FailedPrecondition as err:
+            return _decision_msg(scan.scan_id, pb.SCAN_ACK_REJECTED, reason=err.reason)
     color = current_color(session, person, now)
     offline = bool(scan.offline_decision)
     decision = scan.offline_decision if offline else vstore.decide(color, scan.temperature)

@@ -128,9 +128,7 @@ class CodeService(pb_grpc.CodeServiceServicer):
         self._keys = platform.keys
         self._settings = platform.settings
 
-    async def IssueCode(  # noqa: N802 - gRPC method name
-        self, request: pb.IssueCodeRequest, context: Ctx
-    ) -> pb.IssueCodeResponse:
+    async def IssueCode(self, request: pb.IssueCodeRequest, context: Ctx) -> pb.IssueCodeResponse:
         """A dynamic code for the caller (empty subject_id) or one of their dependents."""
         principal = current_principal()
         if len(request.subject_id) > MAX_SUBJECT_ID:
@@ -140,7 +138,7 @@ class CodeService(pb_grpc.CodeServiceServicer):
         await asyncio.get_running_loop().run_in_executor(None, _render, code)
         return pb.IssueCodeResponse(code=code)
 
-    async def IssueOfflineCode(  # noqa: N802 - gRPC method name
+    async def IssueOfflineCode(
         self, request: pb.IssueOfflineCodeRequest, context: Ctx
     ) -> pb.IssueOfflineCodeResponse:
         """A printed code valid 1-7 days (0 = the maximum); idempotent by request_id."""

@@ -15,6 +15,7 @@ import structlog
 from healthcode_sdk._gen.healthcode.v1 import resident_service_pb2 as pb
 from healthcode_sdk._gen.healthcode.v1 import resident_service_pb2_grpc as pb_grpc
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from healthcode.common.errors import AlreadyExists, FailedPrecondition, NotFound, invalid
@@ -450,7 +451,16 @@ class ResidentService(pb_grpc.ResidentServiceServicer):
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await self._p.db.run(fn, *args, **kwargs)
 
-    async def RegisterProfile(  # noqa: N802 - gRPC method name
+    async def _write(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a write; once more if a concurrent request won a unique key (same person, same
+        request id): the second attempt sees that row and answers accordingly."""
+        try:
+            return await self._p.db.run(fn, *args, **kwargs)
+        except IntegrityError:
+            log.info("write raced a concurrent request; deciding again", step=fn.__name__)
+            return await self._p.db.run(fn, *args, **kwargs)
+
+    async def RegisterProfile(
         self, request: pb.RegisterProfileRequest, context: Ctx
     ) -> pb.RegisterProfileResponse:
         principal = current_principal()
@@ -465,7 +475,7 @@ class ResidentService(pb_grpc.ResidentServiceServicer):
         if replay is not None:
             return replay  # type: ignore[no-any-return]
         stored = await store_identity(self._p, ident, address, new_subject_id=principal.id)
-        response: pb.RegisterProfileResponse = await self._run(
+        response: pb.RegisterProfileResponse = await self._write(
             _register,
             principal,
             request,
@@ -478,12 +488,12 @@ class ResidentService(pb_grpc.ResidentServiceServicer):
         log.info("profile registered", account_id=principal.id, linked=stored.existing)
         return response
 
-    async def GetProfile(  # noqa: N802 - gRPC method name
+    async def GetProfile(
         self, request: pb.GetProfileRequest, context: Ctx
     ) -> pb.GetProfileResponse:
         return await self._run(_profile, current_principal())  # type: ignore[no-any-return]
 
-    async def AddDependent(  # noqa: N802 - gRPC method name
+    async def AddDependent(
         self, request: pb.AddDependentRequest, context: Ctx
     ) -> pb.AddDependentResponse:
         principal = current_principal()
@@ -502,7 +512,7 @@ class ResidentService(pb_grpc.ResidentServiceServicer):
             return pre
         division = division or pre
         stored = await store_identity(self._p, ident, address, new_subject_id=new_id())
-        response: pb.AddDependentResponse = await self._run(
+        response: pb.AddDependentResponse = await self._write(
             _add_dependent,
             principal,
             request,
@@ -515,12 +525,12 @@ class ResidentService(pb_grpc.ResidentServiceServicer):
         log.info("dependent added", account_id=principal.id, linked=stored.existing)
         return response
 
-    async def ListDependents(  # noqa: N802 - gRPC method name
+    async def ListDependents(
         self, request: pb.ListDependentsRequest, context: Ctx
     ) -> pb.ListDependentsResponse:
         return await self._run(_dependents, current_principal())  # type: ignore[no-any-return]
 
-    async def SubmitHealthDeclaration(  # noqa: N802 - gRPC method name
+    async def SubmitHealthDeclaration(
         self, request: pb.SubmitHealthDeclarationRequest, context: Ctx
     ) -> pb.SubmitHealthDeclarationResponse:
         principal = current_principal()
@@ -529,11 +539,11 @@ class ResidentService(pb_grpc.ResidentServiceServicer):
         validation.check_temperature(request.temperature_celsius, errors)
         symptoms = validation.check_symptoms(list(request.symptoms), errors)
         errors.raise_if_any()
-        return await self._run(  # type: ignore[no-any-return]
+        return await self._write(  # type: ignore[no-any-return]
             _declare_health, principal, request, symptoms=symptoms, now=utcnow()
         )
 
-    async def SubmitTravelDeclaration(  # noqa: N802 - gRPC method name
+    async def SubmitTravelDeclaration(
         self, request: pb.SubmitTravelDeclarationRequest, context: Ctx
     ) -> pb.SubmitTravelDeclarationResponse:
         principal = current_principal()
@@ -551,7 +561,7 @@ class ResidentService(pb_grpc.ResidentServiceServicer):
             arrived = validation.check_arrival(arrived, now, skew, errors)
         errors.raise_if_any()
         assert arrived is not None
-        return await self._run(  # type: ignore[no-any-return]
+        return await self._write(  # type: ignore[no-any-return]
             _declare_travel,
             principal,
             request,
@@ -560,14 +570,14 @@ class ResidentService(pb_grpc.ResidentServiceServicer):
             now=now,
         )
 
-    async def GetHealthStatus(  # noqa: N802 - gRPC method name
+    async def GetHealthStatus(
         self, request: pb.GetHealthStatusRequest, context: Ctx
     ) -> pb.GetHealthStatusResponse:
         return await self._run(  # type: ignore[no-any-return]
             _status, current_principal(), request.subject_id, utcnow()
         )
 
-    async def ListMyPassages(  # noqa: N802 - gRPC method name
+    async def ListMyPassages(
         self, request: pb.ListMyPassagesRequest, context: Ctx
     ) -> pb.ListMyPassagesResponse:
         size = paging.page_size(request.page_size)
@@ -575,7 +585,7 @@ class ResidentService(pb_grpc.ResidentServiceServicer):
             _passages, current_principal(), request, size
         )
 
-    async def FileCorrection(  # noqa: N802 - gRPC method name
+    async def FileCorrection(
         self, request: pb.FileCorrectionRequest, context: Ctx
     ) -> pb.FileCorrectionResponse:
         principal = current_principal()
@@ -583,11 +593,11 @@ class ResidentService(pb_grpc.ResidentServiceServicer):
         validation.check_request_id(request.request_id, errors)
         reason = validation.check_reason(request.reason, errors)
         errors.raise_if_any()
-        return await self._run(  # type: ignore[no-any-return]
+        return await self._write(  # type: ignore[no-any-return]
             _file_correction, principal, request, reason=reason, now=utcnow()
         )
 
-    async def ListMyCorrections(  # noqa: N802 - gRPC method name
+    async def ListMyCorrections(
         self, request: pb.ListMyCorrectionsRequest, context: Ctx
     ) -> pb.ListMyCorrectionsResponse:
         size = paging.page_size(request.page_size)

@@ -236,7 +236,7 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
         self._db = platform.db
         self._keys = platform.keys
 
-    async def VerifyCode(  # noqa: N802 - gRPC method name
+    async def VerifyCode(
         self, request: pb.VerifyCodeRequest, context: Ctx
     ) -> pb.VerifyCodeResponse:
         """Verify one code; staff and devices record a passage (deduplicated by request_id)."""
@@ -250,7 +250,7 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
         snapshot = await self._keys.snapshot()
         return await self._db.run(_verify_one, snapshot.verifier, request, principal, direction)
 
-    async def BatchVerifyCodes(  # noqa: N802 - gRPC method name
+    async def BatchVerifyCodes(
         self, request: pb.BatchVerifyCodesRequest, context: Ctx
     ) -> pb.BatchVerifyCodesResponse:
         """Verify 1-500 codes; each result carries its own reason. Records nothing."""
@@ -261,7 +261,7 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
         snapshot = await self._keys.snapshot()
         return await self._db.run(_batch_unit, snapshot.verifier, codes)
 
-    async def GetTrustList(  # noqa: N802 - gRPC method name
+    async def GetTrustList(
         self, request: pb.GetTrustListRequest, context: Ctx
     ) -> pb.GetTrustListResponse:
         """Every issuer key, and the same list signed with the trust-list key."""
@@ -284,7 +284,7 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
             issue_time=_ts(trust.issued_at),
         )
 
-    async def GetRevocationList(  # noqa: N802 - gRPC method name
+    async def GetRevocationList(
         self, request: pb.GetRevocationListRequest, context: Ctx
     ) -> pb.GetRevocationListResponse:
         """Revoked printed codes that have not expired, signed with the trust-list key."""
@@ -296,7 +296,7 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
             issue_time=_ts(revocation.issued_at),
         )
 
-    async def QueryStatusByIdentity(  # noqa: N802 - gRPC method name
+    async def QueryStatusByIdentity(
         self, request: pb.QueryStatusByIdentityRequest, context: Ctx
     ) -> pb.QueryStatusByIdentityResponse:
         """A person's colour by ID number (audited); unknown persons are found=false."""

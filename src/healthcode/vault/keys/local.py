@@ -49,6 +49,7 @@ class LocalBackend:
     def __init__(self, path: Path, payload: dict[str, Any]) -> None:
         self._path = path
         self._lock = threading.Lock()
+        self._mtime = path.stat().st_mtime_ns
         self._load(payload)
 
     @classmethod
@@ -68,6 +69,15 @@ class LocalBackend:
             os.chmod(path, 0o600)
         return cls(path, json.loads(path.read_text(encoding="utf-8")))
 
+    def _refresh(self) -> None:
+        """Re-read the file when another process (the CLI) changed it: rotation or retirement."""
+        try:
+            mtime = self._path.stat().st_mtime_ns
+        except OSError:
+            return
+        if mtime != self._mtime:
+            self._reload()
+
     def _load(self, payload: dict[str, Any]) -> None:
         if payload.get("format") != FORMAT:
             raise ValueError(f"{self._path}: not a {FORMAT} key file")
@@ -78,6 +88,7 @@ class LocalBackend:
         self._bidx = base64.b64decode(payload["bidx"])
 
     def _reload(self) -> None:
+        self._mtime = self._path.stat().st_mtime_ns
         self._load(json.loads(self._path.read_text(encoding="utf-8")))
 
     def check(self) -> None:
@@ -86,6 +97,7 @@ class LocalBackend:
     def wrap(self, keys: list[bytes]) -> list[WrappedKey]:
         """AES-GCM with the current KEK; the output names its version."""
         with self._lock:
+            self._refresh()
             version, kek = self._current, self._keks[self._current]
         aead = AESGCM(kek)
         out = []
@@ -105,6 +117,8 @@ class LocalBackend:
 
     def unwrap(self, wrapped: list[str]) -> list[bytes]:
         """Unwrap with the version each wrapped key names."""
+        with self._lock:
+            self._refresh()
         out = []
         for index, text in enumerate(wrapped):
             try:

@@ -77,7 +77,9 @@ class TransitBackend:
             token=settings.transit_token.get_secret_value() if settings.transit_token else None,
             role_id=settings.approle_role_id,
             secret_id=(
-                settings.approle_secret_id.get_secret_value() if settings.approle_secret_id else None
+                settings.approle_secret_id.get_secret_value()
+                if settings.approle_secret_id
+                else None
             ),
             namespace=settings.transit_namespace,
             verify=settings.transit_cacert or True,
@@ -139,7 +141,9 @@ class TransitBackend:
                 ) from exc
             status = response.status_code
             if status == 503:
-                raise BackendUnavailable("KEY_BACKEND_SEALED", "key backend (Vault/OpenBao) is sealed")
+                raise BackendUnavailable(
+                    "KEY_BACKEND_SEALED", "key backend (Vault/OpenBao) is sealed"
+                )
             if status == 403 and self._role_id and attempt == 0:
                 with self._token_lock:
                     self._token = None
@@ -159,8 +163,9 @@ class TransitBackend:
             return {"_status": status, **body}
         raise BackendUnavailable("KEY_BACKEND_AUTH_FAILED", "key backend refused the vault's token")
 
-    def _batch_call(self, path: str, items: list[dict[str, Any]], extra: dict[str, Any] | None = None
-                    ) -> list[dict[str, Any]]:
+    def _batch_call(
+        self, path: str, items: list[dict[str, Any]], extra: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         self._ensure_keys()
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), self._batch):
@@ -185,7 +190,8 @@ class TransitBackend:
                 )
                 if created.get("_status", 200) >= 400:
                     raise BackendUnavailable(
-                        "KEY_BACKEND_ERROR", f"cannot create transit key {name}: {created.get('errors')}"
+                        "KEY_BACKEND_ERROR",
+                        f"cannot create transit key {name}: {created.get('errors')}",
                     )
             elif body.get("_status", 200) >= 400:
                 raise BackendUnavailable(
@@ -208,7 +214,8 @@ class TransitBackend:
             raise BackendUnavailable("KEY_BACKEND_SEALED", "key backend (Vault/OpenBao) is sealed")
         if response.status_code not in (200, 429, 472, 473):
             raise BackendUnavailable(
-                "KEY_BACKEND_UNAVAILABLE", f"key backend health answered HTTP {response.status_code}"
+                "KEY_BACKEND_UNAVAILABLE",
+                f"key backend health answered HTTP {response.status_code}",
             )
 
     def wrap(self, keys: list[bytes]) -> list[WrappedKey]:

@@ -1,1 +1,1 @@
-"""Alembic migrations of the vault database (run programmatically by :func:`healthcode.vault.db.migrate`)."""
+"""Alembic migrations of the vault database, run at start by :func:`healthcode.vault.db.migrate`."""

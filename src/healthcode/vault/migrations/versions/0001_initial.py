@@ -97,6 +97,11 @@ def upgrade() -> None:
         sa.Column("hash", sa.LargeBinary(32), nullable=False),
     )
     op.create_table(
+        "audit_index_state",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("indexed_seq", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
         "audit_roots",
         sa.Column("id", _ID, primary_key=True, autoincrement=True),
         sa.Column("seq", sa.BigInteger, nullable=False),
@@ -106,14 +111,17 @@ def upgrade() -> None:
         sa.Column("signature", sa.LargeBinary(64), nullable=False),
         sa.Column("statement", sa.LargeBinary, nullable=False),
     )
-    op.execute(sa.text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :h)").bindparams(
-        h=b"\x00" * 32
-    ))
+    head = sa.table("audit_head", sa.column("id", sa.Integer), sa.column("seq", sa.BigInteger),
+                    sa.column("hash", sa.LargeBinary))
+    op.bulk_insert(head, [{"id": 1, "seq": 0, "hash": b"\x00" * 32}])
+    state = sa.table("audit_index_state", sa.column("id", sa.Integer),
+                     sa.column("indexed_seq", sa.BigInteger))
+    op.bulk_insert(state, [{"id": 1, "indexed_seq": 0}])
 
 
 def downgrade() -> None:
     for table in (
-        "audit_roots", "audit_head", "audit_event_tokens", "audit_events", "credentials",
+        "audit_roots", "audit_index_state", "audit_head", "audit_event_tokens", "audit_events", "credentials",
         "key_material", "tokens", "subject_keys",
     ):
         op.drop_table(table)

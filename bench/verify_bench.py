@@ -1,0 +1,398 @@
+"""VerifyCode (with passage write) against a bare gRPC echo service, and BatchVerifyCodes against
+raw ES256 verification, all in one run.
+
+A child process hosts, on 127.0.0.1 only: a real vault, the real platform server (interceptors,
+auth, VerificationService over SQLite or PostgreSQL) and a bare ``grpc.aio`` echo service that
+takes a ``VerifyCodeRequest`` and answers a pre-built ``VerifyCodeResponse`` of the same size as
+the real one. This process is the client: one asyncio loop, ``--callers`` concurrent callers,
+each phase runs ``--seconds``. Rounds alternate echo / VerifyCode / batch / raw so that load from
+other processes hits every side alike; the best round of each counts (medians printed too).
+
+Targets: VerifyCode rps >= 0.6x echo, VerifyCode p99 <= 2x echo p99; BatchVerifyCodes codes/s >=
+0.7x raw ES256 verify/s (``cryptography``, one thread, same run).
+
+    python bench/verify_bench.py --db sqlite
+    python bench/verify_bench.py --db postgresql [--pg-url postgresql+psycopg://postgres@127.0.0.1/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2 as ver_pb
+from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2_grpc as ver_grpc
+
+ECHO_METHOD = "/bench.v1.Echo/Echo"
+
+
+# ------------------------------------------------------------------------------------------------
+# Child: servers and seed data
+
+
+def _echo_response() -> ver_pb.VerifyCodeResponse:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    expire = Timestamp(seconds=int(time.time()) + 300)
+    return ver_pb.VerifyCodeResponse(
+        color=1, signed_color=1, kind=1, decision=1, passage_id="0" * 32, expire_time=expire,
+        identity={"masked_name": "张*", "masked_id_number": "5***************12"},
+    )
+
+
+async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
+    from pydantic import SecretStr
+
+    from healthcode.codes import CodeKind, Colour
+    from healthcode.server.app import SERVICES, build_server
+    from healthcode.server.auth.sessions import create_login_session
+    from healthcode.server.auth.sms import OutboxSmsSender
+    from healthcode.server.codes.keystore import KeyStore
+    from healthcode.server.codes.store import remember_code
+    from healthcode.server.common import paging
+    from healthcode.server.db.base import new_id, utcnow
+    from healthcode.server.db.engine import Database
+    from healthcode.server.db.migrate import upgrade
+    from healthcode.server.db.models import Account, Checkpoint, Person
+    from healthcode.server.platform import Platform, load_or_create_secret
+    from healthcode.server.settings import ServerSettings
+    from healthcode.vault.auth import read_credential_file
+    from healthcode.vault.client import TokenizeItem, VaultClient
+    from healthcode.vault.fields import FieldType
+    from healthcode.vault.server import VaultServer
+    from healthcode.vault.settings import VaultSettings
+    from tests.fixtures import people
+
+    from healthcode.common.logging import configure
+
+    configure("server", level="INFO")  # as `healthcode server` runs (the access log is DEBUG)
+    home = Path(tempfile.mkdtemp(prefix="verify-bench-"))
+    dropper = None
+    if db_kind == "sqlite":
+        database_url = f"sqlite:///{home / 'server.sqlite3'}"
+    else:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        name = f"bench_{secrets.token_hex(4)}"
+        admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        database_url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+
+        def dropper() -> None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+    vault_settings = VaultSettings(home=home / "vaulthome", listen="127.0.0.1:0")
+    vault = VaultServer(vault_settings)
+    vault_port = await vault.start()
+    credential = read_credential_file(vault_settings.platform_credential_file)
+    settings = ServerSettings(
+        home=home, database_url=database_url, listen="127.0.0.1:0",
+        privacy_vault_address=f"127.0.0.1:{vault_port}",
+        privacy_vault_credential=SecretStr(credential), dynamic_code_seconds=3600,
+        log_level="WARNING",
+    )
+    settings.server_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(database_url)
+    secret = load_or_create_secret(settings.server_dir / "secret.key")
+    paging.set_token_key(secret)
+    db = Database.from_url(database_url, threads=settings.db_threads)
+    vault_client = VaultClient.connect(settings.privacy_vault_address, credential)
+    platform = Platform(settings=settings, db=db, vault=vault_client, secret=secret,
+                        keys=KeyStore(db, settings, secret),
+                        sms=OutboxSmsSender(settings.sms_outbox, secret))
+
+    # Seed: persons (through the vault), a checkpoint with a staff account, a provincial account.
+    records = [people.person() for _ in range(persons)]
+    ids = [new_id() for _ in records]
+    items = []
+    for record, pid in zip(records, ids, strict=True):
+        items += [TokenizeItem(FieldType.ID_NUMBER, record.id_number, pid),
+                  TokenizeItem(FieldType.NAME, record.name, pid)]
+    tokens = await vault_client.tokenize(items)
+    issuer = await platform.keys.signer()
+
+    def seed(session: Any) -> dict[str, Any]:
+        for i, pid in enumerate(ids):
+            session.add(Person(
+                id=pid, id_token=tokens[2 * i].token, name_token=tokens[2 * i + 1].token,
+                id_type="RESIDENT", masked_name=tokens[2 * i + 1].masked,
+                masked_id_number=tokens[2 * i].masked, division_code="510402", color=1,
+            ))
+        checkpoint = Checkpoint(id=new_id(), name="bench", division_code="510402")
+        session.add(checkpoint)
+        session.flush()
+        staff = Account(id=new_id(), role="staff", checkpoint_id=checkpoint.id,
+                        division_code="510402")
+        provincial = Account(id=new_id(), role="provincial")
+        session.add_all([staff, provincial])
+        session.flush()
+        now = utcnow()
+        issued = []
+        for n in range(codes):
+            person = session.get(Person, ids[n % len(ids)])
+            code = issuer.issue(colour=Colour.GREEN, masked_name=person.masked_name,
+                                masked_id=person.masked_id_number, kind=CodeKind.DYNAMIC)
+            remember_code(session, code.claims, person_id=person.id, kid=issuer.key.kid,
+                          issued_by=staff.id)
+            issued.append(code.code)
+        return {
+            "staff": create_login_session(session, staff.id, settings=settings, now=now)
+            .access_token,
+            "provincial": create_login_session(session, provincial.id, settings=settings,
+                                               now=now).access_token,
+            "codes": issued,
+        }
+
+    seeded = await db.run(seed)
+    mine = tuple(s for s in SERVICES if s[2] in (
+        "healthcode.v1.CodeService", "healthcode.v1.VerificationService",
+        "healthcode.v1.CheckpointService"))
+    server, _ = build_server(platform, services=mine)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+
+    echo = grpc.aio.server()
+    response = _echo_response()
+
+    async def echo_handler(request: ver_pb.VerifyCodeRequest, context: Any) -> Any:
+        return response
+
+    echo.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.v1.Echo", {
+        "Echo": grpc.unary_unary_rpc_method_handler(
+            echo_handler, request_deserializer=ver_pb.VerifyCodeRequest.FromString,
+            response_serializer=ver_pb.VerifyCodeResponse.SerializeToString),
+    }),))
+    echo_port = echo.add_insecure_port("127.0.0.1:0")
+    await echo.start()
+    print(json.dumps({"port": port, "echo_port": echo_port, **seeded}), flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+    await echo.stop(None)
+    await server.stop(None)
+    await vault_client.close()
+    db.close()
+    await vault.stop()
+    if dropper is not None:
+        dropper()
+
+
+# ------------------------------------------------------------------------------------------------
+# Client
+
+
+@dataclass
+class Phase:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+async def _run_phase(call: Any, make_request: Any, callers: int, seconds: float) -> Phase:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def caller(n: int) -> None:
+        nonlocal errors
+        i = 0
+        while time.perf_counter() < deadline:
+            request = make_request(n, i)
+            i += 1
+            start = time.perf_counter()
+            try:
+                await call(request)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - start)
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(caller(n) for n in range(callers)))
+    elapsed = time.perf_counter() - begin
+    latencies.sort()
+    if not latencies:
+        return Phase(0.0, 0.0, 0.0, errors)
+    return Phase(
+        rps=len(latencies) / elapsed,
+        p50_ms=latencies[len(latencies) // 2] * 1000,
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        errors=errors,
+    )
+
+
+def _raw_verify_rate(codes: list[str], seconds: float) -> float:
+    """ES256 verifications per second with cryptography alone (one thread)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from healthcode.codes import cose, decode_code
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key()
+    decoded = decode_code(codes[0])
+    data = cose.sig_structure(decoded.message.protected, decoded.message.payload)
+    signature = key.sign(data, ec.ECDSA(hashes.SHA256()))
+    algorithm = ec.ECDSA(hashes.SHA256())
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(100):
+            public.verify(signature, data, algorithm)
+        count += 100
+    return count / (time.perf_counter() - start)
+
+
+async def _client(info: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    codes: list[str] = info["codes"]
+    staff_md = (("authorization", f"Bearer {info['staff']}"),)
+    prov_md = (("authorization", f"Bearer {info['provincial']}"),)
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    server = grpc.aio.insecure_channel(f"127.0.0.1:{info['port']}", options=options)
+    echo = grpc.aio.insecure_channel(f"127.0.0.1:{info['echo_port']}", options=options)
+    stub = ver_grpc.VerificationServiceStub(server)
+    echo_call = echo.unary_unary(
+        ECHO_METHOD, request_serializer=ver_pb.VerifyCodeRequest.SerializeToString,
+        response_deserializer=ver_pb.VerifyCodeResponse.FromString)
+    run_id = secrets.token_hex(3)
+    counter = iter(range(10**9))
+
+    def verify_request(n: int, i: int) -> ver_pb.VerifyCodeRequest:
+        return ver_pb.VerifyCodeRequest(
+            code=codes[(n * 7919 + i) % len(codes)], direction=1, temperature_celsius=36.5,
+            request_id=f"bench-{run_id}-{next(counter)}")
+
+    async def echo_rpc(request: ver_pb.VerifyCodeRequest) -> Any:
+        return await echo_call(request)
+
+    async def verify_rpc(request: ver_pb.VerifyCodeRequest) -> Any:
+        return await stub.VerifyCode(request, metadata=staff_md)
+
+    batch = [codes[i % len(codes)] for i in range(args.batch)]
+    batch_request = ver_pb.BatchVerifyCodesRequest(codes=batch)
+
+    async def batch_rpc(request: ver_pb.BatchVerifyCodesRequest) -> Any:
+        response = await stub.BatchVerifyCodes(request, metadata=prov_md)
+        assert all(r.valid for r in response.results)
+        return response
+
+    # Warm up both paths (connections, key snapshot, caches, JIT-less but warm allocators).
+    await _run_phase(echo_rpc, verify_request, args.callers, 1.0)
+    await _run_phase(verify_rpc, verify_request, args.callers, 1.0)
+    await _run_phase(batch_rpc, lambda n, i: batch_request, args.batch_callers, 1.0)
+    rounds: dict[str, list[Any]] = {"echo": [], "verify": [], "batch": [], "raw": []}
+    none = Phase(1.0, 1.0, 1.0, 0)
+    for r in range(args.rounds):
+        rounds["echo"].append(await _run_phase(echo_rpc, verify_request, args.callers,
+                                               args.seconds) if "echo" in args.phases else none)
+        rounds["verify"].append(await _run_phase(verify_rpc, verify_request, args.callers,
+                                                 args.seconds)
+                                if "verify" in args.phases else none)
+        rounds["batch"].append(await _run_phase(batch_rpc, lambda n, i: batch_request,
+                                                args.batch_callers, args.seconds)
+                               if "batch" in args.phases else none)
+        rounds["raw"].append(_raw_verify_rate(codes, args.seconds)
+                             if "batch" in args.phases else 1.0)
+        e, v = rounds["echo"][-1], rounds["verify"][-1]
+        print(f"round {r + 1}: echo {e.rps:7.0f} rps p99 {e.p99_ms:6.2f} ms | verify "
+              f"{v.rps:7.0f} rps p99 {v.p99_ms:6.2f} ms | batch "
+              f"{rounds['batch'][-1].rps * args.batch:7.0f} codes/s | raw "
+              f"{rounds['raw'][-1]:7.0f} verify/s", flush=True)
+    await server.close()
+    await echo.close()
+    return rounds
+
+
+def _best(phases: list[Phase]) -> Phase:
+    return max(phases, key=lambda p: p.rps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--pg-url", default=os.environ.get(
+        "HEALTHCODE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--callers", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--batch-callers", type=int, default=2)
+    parser.add_argument("--persons", type=int, default=200)
+    parser.add_argument("--codes", type=int, default=2000)
+    parser.add_argument("--phases", default="echo,verify,batch",
+                        help="comma-separated subset of echo,verify,batch (for profiling)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not 1 <= args.callers <= 256 or not 1 <= args.batch <= 500:
+        parser.error("--callers must be 1-256 and --batch 1-500")
+    if args.serve:
+        asyncio.run(_serve(args.db, args.pg_url, args.persons, args.codes))
+        return
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    child = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
+        [sys.executable, __file__, "--serve", "--db", args.db, "--pg-url", args.pg_url,
+         "--persons", str(args.persons), "--codes", str(args.codes)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=root, text=True,
+    )
+    try:
+        assert child.stdout is not None
+        line = ""
+        while not line.startswith("{"):
+            line = child.stdout.readline()
+            if not line:
+                raise SystemExit("the server process exited during start-up")
+        info = json.loads(line)
+        print(f"server process pid {child.pid}", flush=True)
+        # Keep draining the child's log output so that it never blocks on a full pipe.
+        threading.Thread(target=child.stdout.read, daemon=True).start()
+        rounds = asyncio.run(_client(info, args))
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait(timeout=60)
+
+    echo, verify = _best(rounds["echo"]), _best(rounds["verify"])
+    batch_rate = max(p.rps for p in rounds["batch"]) * args.batch
+    raw_rate = max(rounds["raw"])
+    print()
+    print(f"database: {args.db}; callers: {args.callers}; {args.rounds} rounds of "
+          f"{args.seconds:.0f} s; best round counts (median in brackets)")
+    for name, phase, phases in (("echo", echo, rounds["echo"]),
+                                ("VerifyCode", verify, rounds["verify"])):
+        print(f"  {name:<11} {phase.rps:8.0f} rps  p50 {phase.p50_ms:6.2f} ms  p99 "
+              f"{phase.p99_ms:6.2f} ms  errors {sum(p.errors for p in phases)}  "
+              f"[{statistics.median(p.rps for p in phases):.0f} rps]")
+    rps_ratio = verify.rps / echo.rps
+    p99_ratio = verify.p99_ms / echo.p99_ms
+    print(f"  VerifyCode/echo rps ratio {rps_ratio:.2f} (target >= 0.60) "
+          f"{'OK' if rps_ratio >= 0.6 else 'MISSED'}")
+    print(f"  VerifyCode/echo p99 ratio {p99_ratio:.2f} (target <= 2.00) "
+          f"{'OK' if p99_ratio <= 2.0 else 'MISSED'}")
+    print(f"  BatchVerifyCodes {batch_rate:8.0f} codes/s  raw ES256 verify {raw_rate:8.0f}/s  "
+          f"ratio {batch_rate / raw_rate:.2f} (target >= 0.70) "
+          f"{'OK' if batch_rate / raw_rate >= 0.7 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
