@@ -40,6 +40,13 @@ lint: $(STAMP) node_modules/.bin/buf ## Lint: ruff, mypy strict, buf lint, gener
 	$(BIN)/mypy
 	node_modules/.bin/buf lint
 	$(BIN)/python scripts/gen_protos.py --check
+	$(MAKE) --no-print-directory breaking
+
+breaking: node_modules/.bin/buf ## buf breaking: the protos against the previous commit (BASE=<git ref> to choose)
+	@base=$${BASE:-HEAD~1}; \
+	if git rev-parse -q --verify "$$base^{commit}" >/dev/null && git cat-file -e "$$base:proto" 2>/dev/null; then \
+	  node_modules/.bin/buf breaking --against ".git#ref=$$base,subdir=proto" proto && echo "buf breaking: compatible with $$base"; \
+	else echo "buf breaking: no protos at $$base to compare with"; fi
 
 bench: $(STAMP) ## Run the benchmarks (prints ratios against baselines measured in the same run)
 	$(BIN)/python bench/run_all.py
@@ -47,4 +54,4 @@ bench: $(STAMP) ## Run the benchmarks (prints ratios against baselines measured 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
-.PHONY: help setup up test proto lint bench clean
+.PHONY: help setup up test proto lint breaking bench clean

@@ -80,6 +80,8 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
     from healthcode.common.logging import configure
 
     configure("server", level="INFO")  # as `healthcode server` runs (the access log is DEBUG)
+    if os.environ.get("BENCH_SWITCH"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
     home = Path(tempfile.mkdtemp(prefix="verify-bench-"))
     dropper = None
     if db_kind == "sqlite":

@@ -26,18 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import healthcode_sdk._gen.healthcode.v1 as gen_v1
 import pytest
 from google.protobuf import descriptor, message, message_factory
 from google.protobuf.timestamp_pb2 import Timestamp
-
-import healthcode_sdk._gen.healthcode.v1 as gen_v1
-from healthcode.common.errors import error_info
-from healthcode.server.auth.policy import METHOD_ROLES
-from healthcode.server.auth.tokens import new_token, token_hash
-from healthcode.server.common.principal import Role
-from healthcode.server.db import utcnow
-from healthcode.server.db.models import AuthSession, Passage, Person
-from healthcode.server.status.models import StatusChange
 from healthcode_sdk._gen.healthcode.v1 import (
     admin_service_pb2,
     auth_service_pb2,
@@ -47,6 +39,14 @@ from healthcode_sdk._gen.healthcode.v1 import (
     resident_service_pb2,
     verification_service_pb2,
 )
+
+from healthcode.common.errors import error_info
+from healthcode.server.auth.policy import METHOD_ROLES
+from healthcode.server.auth.tokens import new_token, token_hash
+from healthcode.server.common.principal import Role
+from healthcode.server.db import utcnow
+from healthcode.server.db.models import AuthSession, Passage, Person
+from healthcode.server.status.models import StatusChange
 from tests.fixtures import people
 from tests.fixtures.platform import Client, Stack
 
@@ -107,7 +107,9 @@ def call(
     timeout: float = 30,
 ) -> message.Message | list[message.Message]:
     """Call ``rpc`` with ``request`` (streams: send it as the only message, read every reply)."""
-    metadata = [("authorization", f"Bearer {token}")] if token is not None else None
+    metadata: tuple[tuple[str, str | bytes], ...] | None = (
+        (("authorization", f"Bearer {token}"),) if token is not None else None
+    )
     serialize = type(request).SerializeToString
     deserialize = rpc.response_class.FromString
     if rpc.method.client_streaming and rpc.method.server_streaming:
@@ -124,11 +126,11 @@ def call(
         upload = channel.stream_unary(
             rpc.path, request_serializer=serialize, response_deserializer=deserialize
         )
-        return upload(iter([request]), metadata=metadata, timeout=timeout)  # type: ignore[no-any-return]
+        return upload(iter([request]), metadata=metadata, timeout=timeout)
     unary = channel.unary_unary(
         rpc.path, request_serializer=serialize, response_deserializer=deserialize
     )
-    return unary(request, metadata=metadata, timeout=timeout)  # type: ignore[no-any-return]
+    return unary(request, metadata=metadata, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -143,10 +145,10 @@ class Outcome:
         return f"{self.code.name}/{self.reason or '-'} ({self.details[:120]})"
 
 
-def outcome(fn: Callable[[], object]) -> Outcome:
-    """Run a call; its status code, ErrorInfo reason and details."""
+def outcome(fn: Callable[..., object], *args: object) -> Outcome:
+    """Run ``fn(*args)`` (a call); its status code, ErrorInfo reason and details."""
     try:
-        fn()
+        fn(*args)
     except grpc.RpcError as err:
         info = error_info(err)
         return Outcome(err.code(), info.reason if info else "", err.details() or "")
@@ -167,7 +169,9 @@ class Caller:
     fresh: Callable[[], str | None]
 
 
-def session_token(stack: Stack, *, account_id: str | None = None, device_id: str | None = None) -> str:
+def session_token(
+    stack: Stack, *, account_id: str | None = None, device_id: str | None = None
+) -> str:
     """A new access token for an existing account or device (a second login, without SMS)."""
     token = new_token()
     expires = None if device_id else utcnow() + dt.timedelta(hours=1)
@@ -195,7 +199,7 @@ def login(stack: Stack, phone: str) -> auth_service_pb2.LoginResponse:
     with grpc.insecure_channel(stack.server_address) as channel:
         anon = Client(channel)
         anon.auth.SendLoginCode(auth_service_pb2.SendLoginCodeRequest(phone=phone))
-        return anon.auth.Login(  # type: ignore[no-any-return]
+        return anon.auth.Login(
             auth_service_pb2.LoginRequest(phone=phone, code=stack.login_code(phone))
         )
 
@@ -204,7 +208,7 @@ def official(
     stack: Stack, role: Role, *, division: str | None = None, checkpoint_id: str | None = None
 ) -> tuple[Client, str]:
     """A logged-in official (created the way ``healthcode admin`` creates them)."""
-    from healthcode.server.auth.bootstrap import create_staff_account  # noqa: PLC0415
+    from healthcode.server.auth.bootstrap import create_staff_account
 
     phone = people.phone()
     account_id = stack.run(
@@ -261,9 +265,7 @@ def all_callers(stack: Stack) -> dict[str, Caller]:
     callers: dict[str, Caller] = {}
 
     def add(role: Role, token: str, **owner: str) -> None:
-        callers[role.value] = Caller(
-            role.value, role, token, lambda: session_token(stack, **owner)
-        )
+        callers[role.value] = Caller(role.value, role, token, lambda: session_token(stack, **owner))
 
     client, account_id, _ = resident(stack, people.person("510402"))
     add(Role.RESIDENT, client.token or "", account_id=account_id)
@@ -351,31 +353,37 @@ def test_every_role_on_every_rpc(
     for caller in callers.values():
         # Logout revokes the session it is called with: spend a second credential on it.
         token = caller.fresh() if rpc.method.name == "Logout" else caller.token
-        got = outcome(lambda: call(channel, rpc, rpc.request_class(), token))
+        got = outcome(call, channel, rpc, rpc.request_class(), token)
         problem = expected_violation(rpc, caller, got)
         if problem:
             problems.append(f"{rpc.name} as {caller.label}: {problem}")
     assert not problems, "\n".join(problems)
 
 
-def test_unknown_method_is_refused_cleanly(platform_stack: Stack, callers: dict[str, Caller]) -> None:
+def test_unknown_method_is_refused_cleanly(
+    platform_stack: Stack, callers: dict[str, Caller]
+) -> None:
     """A method no service implements: UNIMPLEMENTED or PERMISSION_DENIED, never INTERNAL."""
     ghost = Rpc("/healthcode.v1.AuthService/NoSuchMethod", RPCS[0].method)
     channel = platform_stack.client().channel
     for token in (None, callers["health_authority"].token):
-        got = outcome(lambda: call(channel, ghost, ghost.request_class(), token))  # noqa: B023
+        got = outcome(call, channel, ghost, ghost.request_class(), token)
         assert got.code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED), got
 
 
-def test_logged_out_token_is_unauthenticated(platform_stack: Stack, callers: dict[str, Caller]) -> None:
+def test_logged_out_token_is_unauthenticated(
+    platform_stack: Stack, callers: dict[str, Caller]
+) -> None:
     """After Logout the credential no longer opens anything."""
     token = callers["staff"].fresh()
     client = platform_stack.client(token)
-    assert client.auth.GetSession(auth_service_pb2.GetSessionRequest()).role == common_pb2.ROLE_STAFF
+    assert (
+        client.auth.GetSession(auth_service_pb2.GetSessionRequest()).role == common_pb2.ROLE_STAFF
+    )
     client.auth.Logout(auth_service_pb2.LogoutRequest())
-    got = outcome(lambda: client.auth.GetSession(auth_service_pb2.GetSessionRequest()))
+    got = outcome(client.auth.GetSession, auth_service_pb2.GetSessionRequest())
     assert got.code is grpc.StatusCode.UNAUTHENTICATED, got
-    got = outcome(lambda: client.checkpoints.ListPassages(checkpoint_service_pb2.ListPassagesRequest()))
+    got = outcome(client.checkpoints.ListPassages, checkpoint_service_pb2.ListPassagesRequest())
     assert got.code is grpc.StatusCode.UNAUTHENTICATED, got
 
 
@@ -408,7 +416,10 @@ def _identity(person: people.Person) -> resident_service_pb2.PersonIdentity:
 def _setup_district(stack: Stack, code: str, health: Client) -> District:
     checkpoint_id = health.admin.CreateCheckpoint(
         admin_service_pb2.CreateCheckpointRequest(
-            request_id=secrets.token_hex(8), name=f"测试卡口{code}", division_code=code, location="测试"
+            request_id=secrets.token_hex(8),
+            name=f"测试卡口{code}",
+            division_code=code,
+            location="测试",
         )
     ).checkpoint.checkpoint_id
     staff, _ = official(stack, Role.STAFF, checkpoint_id=checkpoint_id)
@@ -560,27 +571,27 @@ def test_jurisdiction_passages_of_district_admin(districts: tuple[District, Dist
     start, end = _window()
     for own, other in (districts, districts[::-1]):
 
-        def query(**target: str) -> Outcome | list[str]:
+        def query(target: dict[str, str], admin: Client = own.admin) -> Outcome | list[str]:
             request = admin_service_pb2.QueryPassagesRequest(
                 start_time=start, end_time=end, purpose="流调测试", page_size=100, **target
             )
             try:
-                reply = own.admin.admin.QueryPassages(request)  # noqa: B023
+                reply = admin.admin.QueryPassages(request)
             except grpc.RpcError as err:
                 info = error_info(err)
                 return Outcome(err.code(), info.reason if info else "", err.details() or "")
             return [p.passage_id for p in reply.passages]
 
-        mine = query(checkpoint_id=own.checkpoint_id)
+        mine = query({"checkpoint_id": own.checkpoint_id})
         assert isinstance(mine, list) and set(own.passage_ids) <= set(mine), mine
-        mine = query(subject_id=own.app_subject)
+        mine = query({"subject_id": own.app_subject})
         assert isinstance(mine, list) and own.passage_ids[0] in mine, mine
         for target in (
             {"checkpoint_id": other.checkpoint_id},
             {"subject_id": other.app_subject},
             {"id_number": other.card_person.id_number},
         ):
-            got = query(**target)
+            got = query(target)
             if isinstance(got, list):
                 # A person is followed only through passages recorded in the caller's
                 # jurisdiction (they may have crossed it): an answer without the other
@@ -592,7 +603,7 @@ def test_jurisdiction_passages_of_district_admin(districts: tuple[District, Dist
 
 
 def _count(stack: Stack, model: Any) -> int:
-    return stack.db(lambda s: s.query(model).count())
+    return int(stack.db(lambda s: s.query(model).count()))
 
 
 def test_jurisdiction_status_changes(
@@ -607,15 +618,14 @@ def test_jurisdiction_status_changes(
             {"id_number": other.card_person.id_number},
         ):
             got = outcome(
-                lambda: own.admin.admin.ProposeStatusChange(
-                    admin_service_pb2.ProposeStatusChangeRequest(
-                        request_id=secrets.token_hex(8),
-                        color=common_pb2.CODE_COLOR_RED,
-                        legal_basis="《传染病防治法》第三十九条 测试依据",
-                        duration_days=7,
-                        **target,  # noqa: B023
-                    )
-                )
+                own.admin.admin.ProposeStatusChange,
+                admin_service_pb2.ProposeStatusChangeRequest(
+                    request_id=secrets.token_hex(8),
+                    color=common_pb2.CODE_COLOR_RED,
+                    legal_basis="《传染病防治法》第三十九条 测试依据",
+                    duration_days=7,
+                    **target,
+                ),
             )
             assert (got.code, got.reason) == (
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -636,21 +646,26 @@ def test_jurisdiction_status_changes(
         assert change.state == admin_service_pb2.STATUS_CHANGE_STATE_PENDING
         assert _count(platform_stack, StatusChange) == before + 1
         # The change is visible to its own district only.
-        listed = {c.change_id for c in other.admin.admin.ListStatusChanges(
-            admin_service_pb2.ListStatusChangesRequest(page_size=100)).changes}
+        listed = {
+            c.change_id
+            for c in other.admin.admin.ListStatusChanges(
+                admin_service_pb2.ListStatusChangesRequest(page_size=100)
+            ).changes
+        }
         assert change.change_id in listed
-        foreign = {c.change_id for c in own.admin.admin.ListStatusChanges(
-            admin_service_pb2.ListStatusChangesRequest(page_size=100)).changes}
+        foreign = {
+            c.change_id
+            for c in own.admin.admin.ListStatusChanges(
+                admin_service_pb2.ListStatusChangesRequest(page_size=100)
+            ).changes
+        }
         assert change.change_id not in foreign
         # ... and cannot be approved from across the border.
         got = outcome(
-            lambda: own.admin.admin.ReviewStatusChange(
-                admin_service_pb2.ReviewStatusChangeRequest(
-                    change_id=change.change_id,  # noqa: B023
-                    approve=True,
-                    comment="越权审批",
-                )
-            )
+            own.admin.admin.ReviewStatusChange,
+            admin_service_pb2.ReviewStatusChangeRequest(
+                change_id=change.change_id, approve=True, comment="越权审批"
+            ),
         )
         assert got.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND), str(got)
 

@@ -32,9 +32,18 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import descriptor, message
-from google.protobuf.descriptor import FieldDescriptor as FD
+from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: N817 - read as a type tag
 from google.protobuf.message_factory import GetMessageClass
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from healthcode_sdk._gen.healthcode.v1 import (
+    admin_service_pb2,
+    auth_service_pb2,
+    checkpoint_service_pb2,
+    code_service_pb2,
+    common_pb2,
+    resident_service_pb2,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect, text
@@ -44,15 +53,6 @@ from healthcode.server.auth.policy import METHOD_ROLES
 from healthcode.server.auth.sessions import create_login_session
 from healthcode.server.common.principal import Role
 from healthcode.server.db import utcnow
-from healthcode_sdk._gen.healthcode.v1 import (
-    admin_service_pb2,
-    auth_service_pb2,
-    checkpoint_service_pb2,
-    code_service_pb2,
-    common_pb2,
-    resident_service_pb2,
-    verification_service_pb2,
-)
 from tests.e2e.test_authz_matrix import (
     RPCS,
     Caller,
@@ -69,13 +69,23 @@ EXAMPLES = int(os.environ.get("HEALTHCODE_FUZZ_EXAMPLES", "120"))
 #: Tables a refused request may legitimately write.
 REFUSAL_TABLES = frozenset({"audit_events", "rate_limit_counters", "alembic_version"})
 #: Public RPCs whose subject is a credential: UNAUTHENTICATED is their "wrong credential" answer.
-CREDENTIAL_RPCS = frozenset({"AuthService/RefreshToken", "AuthService/EnrollDevice", "AuthService/Login"})
+CREDENTIAL_RPCS = frozenset(
+    {"AuthService/RefreshToken", "AuthService/EnrollDevice", "AuthService/Login"}
+)
 #: Preferred order when a property needs one role (all allowed roles are drawn from anyway).
 ROLE_ORDER = (
-    Role.RESIDENT, Role.STAFF, Role.DEVICE, Role.DISTRICT_ADMIN, Role.HEALTH_AUTHORITY,
-    Role.PARTNER, Role.PROVINCIAL, Role.SECURITY_OFFICER,
+    Role.RESIDENT,
+    Role.STAFF,
+    Role.DEVICE,
+    Role.DISTRICT_ADMIN,
+    Role.HEALTH_AUTHORITY,
+    Role.PARTNER,
+    Role.PROVINCIAL,
+    Role.SECURITY_OFFICER,
 )
 TS_MAX = 253402300800  # 10000-01-01, one past Timestamp's valid range
+#: Fixed at import: strategies must not change between hypothesis runs of one test.
+_NOW = int(dt.datetime.now(dt.UTC).timestamp())
 
 # --- the environment: callers and valid references -----------------------------------------
 
@@ -115,15 +125,21 @@ class Env:
         stored verbatim, and the PII sweep would rightly flag it. They go in valid requests only.
         """
         return [
-            self.checkpoint_id, self.subject_id, self.dependent_id, self.change_id,
-            self.correction_id, *self.codes, *self.refresh_tokens, *self.enrollment_codes,
+            self.checkpoint_id,
+            self.subject_id,
+            self.dependent_id,
+            self.change_id,
+            self.correction_id,
+            *self.codes,
+            *self.refresh_tokens,
+            *self.enrollment_codes,
         ]
 
     def counts(self) -> dict[str, int]:
         """Row count of every server table (one query)."""
         sql = "SELECT " + ", ".join(f'(SELECT count(*) FROM "{t}")' for t in self.tables)
         with self.stack.platform.db.engine.connect() as conn:
-            row = conn.execute(text(sql)).one()  # noqa: S608 - table names from the schema
+            row = conn.execute(text(sql)).one()
         return dict(zip(self.tables, row, strict=True))
 
 
@@ -134,12 +150,16 @@ def _setup(stack: Stack) -> Env:
     session = stack.client(callers["staff"].token).auth.GetSession
     checkpoint_id = session(auth_service_pb2.GetSessionRequest()).checkpoint_id
     res = stack.client(callers["resident"].token)
-    subject_id = res.residents.GetProfile(resident_service_pb2.GetProfileRequest()).profile.subject_id
+    subject_id = res.residents.GetProfile(
+        resident_service_pb2.GetProfileRequest()
+    ).profile.subject_id
     child = people.person("510402")
     dependent_id = res.residents.AddDependent(
         resident_service_pb2.AddDependentRequest(
             request_id=secrets.token_hex(8),
-            identity=resident_service_pb2.PersonIdentity(name=child.name, id_number=child.id_number),
+            identity=resident_service_pb2.PersonIdentity(
+                name=child.name, id_number=child.id_number
+            ),
             relationship="子女",
         )
     ).dependent.subject_id
@@ -147,13 +167,17 @@ def _setup(stack: Stack) -> Env:
     other_client, _, other_subject = resident(stack, people.person("510402"))
     approved = district.admin.ProposeStatusChange(
         admin_service_pb2.ProposeStatusChangeRequest(
-            request_id=secrets.token_hex(8), subject_id=other_subject,
-            color=common_pb2.CODE_COLOR_RED, legal_basis="《传染病防治法》第三十九条 测试依据",
+            request_id=secrets.token_hex(8),
+            subject_id=other_subject,
+            color=common_pb2.CODE_COLOR_RED,
+            legal_basis="《传染病防治法》第三十九条 测试依据",
             duration_days=7,
         )
     ).change.change_id
     health.admin.ReviewStatusChange(
-        admin_service_pb2.ReviewStatusChangeRequest(change_id=approved, approve=True, comment="同意")
+        admin_service_pb2.ReviewStatusChangeRequest(
+            change_id=approved, approve=True, comment="同意"
+        )
     )
     correction_id = other_client.residents.FileCorrection(
         resident_service_pb2.FileCorrectionRequest(
@@ -163,15 +187,19 @@ def _setup(stack: Stack) -> Env:
     # A second pending change, for ReviewStatusChange mutations.
     pending = district.admin.ProposeStatusChange(
         admin_service_pb2.ProposeStatusChangeRequest(
-            request_id=secrets.token_hex(8), subject_id=subject_id,
-            color=common_pb2.CODE_COLOR_YELLOW, legal_basis="《传染病防治法》第三十九条 测试依据",
+            request_id=secrets.token_hex(8),
+            subject_id=subject_id,
+            color=common_pb2.CODE_COLOR_YELLOW,
+            legal_basis="《传染病防治法》第三十九条 测试依据",
             duration_days=3,
         )
     ).change.change_id
     codes = [res.codes.IssueCode(code_service_pb2.IssueCodeRequest()).code.code]
     codes.append(
         res.codes.IssueOfflineCode(
-            code_service_pb2.IssueOfflineCodeRequest(request_id=secrets.token_hex(8), validity_days=3)
+            code_service_pb2.IssueOfflineCodeRequest(
+                request_id=secrets.token_hex(8), validity_days=3
+            )
         ).code.code
     )
     account = res.auth.GetSession(auth_service_pb2.GetSessionRequest()).account_id
@@ -193,12 +221,19 @@ def _setup(stack: Stack) -> Env:
     tables = sorted(set(names) - REFUSAL_TABLES)
     assert {"persons", "passages", "status_changes", "idempotency_records"} <= set(tables)
     return Env(
-        stack=stack, callers=callers, tables=tables,
+        stack=stack,
+        callers=callers,
+        tables=tables,
         channel=grpc.insecure_channel(stack.server_address),
-        checkpoint_id=checkpoint_id, subject_id=subject_id, dependent_id=dependent_id,
-        change_id=pending, correction_id=correction_id, codes=codes,
+        checkpoint_id=checkpoint_id,
+        subject_id=subject_id,
+        dependent_id=dependent_id,
+        change_id=pending,
+        correction_id=correction_id,
+        codes=codes,
         pools={},
-        refresh_tokens=refresh, enrollment_codes=enrollment,
+        refresh_tokens=refresh,
+        enrollment_codes=enrollment,
     )
 
 
@@ -223,12 +258,33 @@ def _text() -> st.SearchStrategy[str]:
         st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
         st.text(alphabet="0123456789Xx -+:./", max_size=24),
         st.sampled_from(
-            ["", " ", "\t\n", "\x00", "\u200b", "🙂", "𠀀𠀁", "JKM1:", "JKM1:" + "A" * 50,
-             "510402", "510403", "510400", "999999", "000000", "13800000000", "1" * 18,
-             "11010519491231002X", "0" * 32, "../../etc/passwd", "' OR 1=1 --", "%s%n"]
+            [
+                "",
+                " ",
+                "\t\n",
+                "\x00",
+                "\u200b",
+                "🙂",
+                "𠀀𠀁",
+                "JKM1:",
+                "JKM1:" + "A" * 50,
+                "510402",
+                "510403",
+                "510400",
+                "999999",
+                "000000",
+                "13800000000",
+                "1" * 18,
+                "11010519491231002X",
+                "0" * 32,
+                "../../etc/passwd",
+                "' OR 1=1 --",
+                "%s%n",
+            ]
         ),
-        st.builds(lambda c, n: c * n, st.sampled_from(["a", "中", "9", "🙂", " "]),
-                  st.integers(65, 5000)),
+        st.builds(
+            lambda c, n: c * n, st.sampled_from(["a", "中", "9", "🙂", " "]), st.integers(65, 5000)
+        ),
     )
 
 
@@ -238,9 +294,7 @@ def _int(bits: tuple[int, int]) -> st.SearchStrategy[int]:
 
 
 def _timestamp() -> st.SearchStrategy[message.Message]:
-    from google.protobuf.timestamp_pb2 import Timestamp  # noqa: PLC0415
-
-    now = int(dt.datetime.now(dt.UTC).timestamp())
+    now = _NOW
     seconds = st.one_of(
         st.integers(*_INT64),
         st.sampled_from([0, -1, 1, TS_MAX, TS_MAX - 1, -62135596801, now, now + 86400 * 400]),
@@ -264,6 +318,7 @@ def _scalar(f: FD, extra: list[str]) -> st.SearchStrategy[Any]:
             st.sampled_from([36.5, 37.3, 34.0, 43.0, 42.9, -273.15, 0.0, -0.0, 1e308]),
         )
     if t == FD.TYPE_ENUM:
+        assert f.enum_type is not None
         known = [v.number for v in f.enum_type.values]
         return st.one_of(st.sampled_from(known), st.integers(*_INT32))
     if t in (FD.TYPE_INT32, FD.TYPE_SINT32, FD.TYPE_SFIXED32):
@@ -275,13 +330,18 @@ def _scalar(f: FD, extra: list[str]) -> st.SearchStrategy[Any]:
     return _int(_INT64)
 
 
+def _message_type(f: FD) -> descriptor.Descriptor:
+    assert f.message_type is not None
+    return f.message_type
+
+
 def field_strategy(f: FD, extra: list[str], depth: int = 0) -> st.SearchStrategy[Any]:
     """Values for one field (a list for repeated fields)."""
     if f.type == FD.TYPE_MESSAGE:
-        if f.message_type.full_name == "google.protobuf.Timestamp":
+        if _message_type(f).full_name == "google.protobuf.Timestamp":
             one: st.SearchStrategy[Any] = _timestamp()
         else:
-            one = message_strategy(f.message_type, extra, depth + 1)
+            one = message_strategy(_message_type(f), extra, depth + 1)
     else:
         one = _scalar(f, extra)
     if f.is_repeated:
@@ -357,55 +417,79 @@ def _rid() -> st.SearchStrategy[str]:
 
 
 def _ts(delta: dt.timedelta) -> Any:
-    from google.protobuf.timestamp_pb2 import Timestamp  # noqa: PLC0415
-
     ts = Timestamp()
     ts.FromDatetime(dt.datetime.now(dt.UTC) + delta)
     return ts
 
 
-def valid_requests(e: Env, rpc: Rpc) -> st.SearchStrategy[message.Message]:  # noqa: C901, PLR0911, PLR0912
+def valid_requests(e: Env, rpc: Rpc) -> st.SearchStrategy[message.Message]:
     """Requests the handler would accept (or refuse only for state, not shape)."""
     n = rpc.name
     cls = rpc.request_class
     person = st.sampled_from(e.persons(rpc))
     code = st.sampled_from(e.codes)
-    ident = person.map(lambda p: resident_service_pb2.PersonIdentity(name=p.name, id_number=p.id_number))
+    ident = person.map(
+        lambda p: resident_service_pb2.PersonIdentity(name=p.name, id_number=p.id_number)
+    )
     card = person.map(
         lambda p: checkpoint_service_pb2.IdCardData(
-            name=p.name, id_number=p.id_number, id_type=common_pb2.ID_DOCUMENT_TYPE_RESIDENT,
+            name=p.name,
+            id_number=p.id_number,
+            id_type=common_pb2.ID_DOCUMENT_TYPE_RESIDENT,
             address=p.address,
         )
     )
-    direction = st.sampled_from([common_pb2.PASSAGE_DIRECTION_ENTRY, common_pb2.PASSAGE_DIRECTION_EXIT])
+    direction = st.sampled_from(
+        [common_pb2.PASSAGE_DIRECTION_ENTRY, common_pb2.PASSAGE_DIRECTION_EXIT]
+    )
     temp = st.floats(35.0, 39.0)
     subject = st.sampled_from([e.subject_id, e.dependent_id, ""])
     if n == "AuthService/SendLoginCode":
         return person.map(lambda p: cls(phone=p.phone))
     if n == "AuthService/Login":
-        return st.builds(lambda p, c: cls(phone=p.phone, code=c), person, st.from_regex(r"\A[0-9]{6}\Z"))
+        return st.builds(
+            lambda p, c: cls(phone=p.phone, code=c), person, st.from_regex(r"\A[0-9]{6}\Z")
+        )
     if n == "AuthService/RefreshToken":
         return st.sampled_from(e.refresh_tokens).map(lambda t: cls(refresh_token=t))
     if n == "AuthService/EnrollDevice":
-        return st.sampled_from(e.enrollment_codes).map(lambda c: cls(enrollment_code=c, device_name="闸机"))
+        return st.sampled_from(e.enrollment_codes).map(
+            lambda c: cls(enrollment_code=c, device_name="闸机")
+        )
     if n in ("ResidentService/RegisterProfile",):
         return st.builds(
-            lambda r, p: cls(request_id=r, identity=resident_service_pb2.PersonIdentity(
-                name=p.name, id_number=p.id_number), division_code=p.division_code, address=p.address),
-            _rid(), person,
+            lambda r, p: cls(
+                request_id=r,
+                identity=resident_service_pb2.PersonIdentity(name=p.name, id_number=p.id_number),
+                division_code=p.division_code,
+                address=p.address,
+            ),
+            _rid(),
+            person,
         )
     if n == "ResidentService/AddDependent":
-        return st.builds(lambda r, i: cls(request_id=r, identity=i, relationship="父母"), _rid(), ident)
+        return st.builds(
+            lambda r, i: cls(request_id=r, identity=i, relationship="父母"), _rid(), ident
+        )
     if n == "ResidentService/SubmitHealthDeclaration":
         return st.builds(
             lambda r, s, t, sy: cls(request_id=r, subject_id=s, temperature_celsius=t, symptoms=sy),
-            _rid(), subject, temp, st.lists(st.integers(1, 7), max_size=3),
+            _rid(),
+            subject,
+            temp,
+            st.lists(st.integers(1, 7), max_size=3),
         )
     if n == "ResidentService/SubmitTravelDeclaration":
         return st.builds(
-            lambda r, s, d: cls(request_id=r, subject_id=s, visited_division_codes=d,
-                                arrive_time=_ts(-dt.timedelta(days=1))),
-            _rid(), subject, st.lists(st.sampled_from(["510402", "510403", "110105"]), max_size=3),
+            lambda r, s, d: cls(
+                request_id=r,
+                subject_id=s,
+                visited_division_codes=d,
+                arrive_time=_ts(-dt.timedelta(days=1)),
+            ),
+            _rid(),
+            subject,
+            st.lists(st.sampled_from(["510402", "510403", "110105"]), max_size=3),
         )
     if n in ("ResidentService/GetHealthStatus", "CodeService/IssueCode"):
         return subject.map(lambda s: cls(subject_id=s))
@@ -414,11 +498,20 @@ def valid_requests(e: Env, rpc: Rpc) -> st.SearchStrategy[message.Message]:  # n
     if n == "ResidentService/FileCorrection":
         return _rid().map(lambda r: cls(request_id=r, change_id=e.change_id, reason="我没有去过"))
     if n == "CodeService/IssueOfflineCode":
-        return st.builds(lambda r, s, d: cls(request_id=r, subject_id=s, validity_days=d),
-                         _rid(), st.sampled_from([e.subject_id, e.dependent_id]), st.integers(0, 7))
+        return st.builds(
+            lambda r, s, d: cls(request_id=r, subject_id=s, validity_days=d),
+            _rid(),
+            st.sampled_from([e.subject_id, e.dependent_id]),
+            st.integers(0, 7),
+        )
     if n == "VerificationService/VerifyCode":
-        return st.builds(lambda c, d, r, t: cls(code=c, direction=d, request_id=r, temperature_celsius=t),
-                         code, direction, _rid(), temp)
+        return st.builds(
+            lambda c, d, r, t: cls(code=c, direction=d, request_id=r, temperature_celsius=t),
+            code,
+            direction,
+            _rid(),
+            temp,
+        )
     if n == "VerificationService/BatchVerifyCodes":
         return st.lists(code, min_size=1, max_size=5).map(lambda cs: cls(codes=cs))
     if n == "VerificationService/QueryStatusByIdentity":
@@ -426,70 +519,151 @@ def valid_requests(e: Env, rpc: Rpc) -> st.SearchStrategy[message.Message]:  # n
     if n == "CheckpointService/StreamScans":
         scan = st.builds(
             lambda sid, d, c: checkpoint_service_pb2.Scan(
-                scan_id=sid, scan_time=_ts(-dt.timedelta(seconds=5)), direction=d, code=c,
-                method=common_pb2.PASSAGE_METHOD_QR_CODE, temperature_celsius=36.5),
-            _rid(), direction, code,
+                scan_id=sid,
+                scan_time=_ts(-dt.timedelta(seconds=5)),
+                direction=d,
+                code=c,
+                method=common_pb2.PASSAGE_METHOD_QR_CODE,
+                temperature_celsius=36.5,
+            ),
+            _rid(),
+            direction,
+            code,
         )
         card_scan = st.builds(
             lambda sid, d, c: checkpoint_service_pb2.Scan(
-                scan_id=sid, scan_time=_ts(-dt.timedelta(seconds=5)), direction=d, id_card=c,
-                method=common_pb2.PASSAGE_METHOD_ID_NFC, temperature_celsius=36.5),
-            _rid(), direction, card,
+                scan_id=sid,
+                scan_time=_ts(-dt.timedelta(seconds=5)),
+                direction=d,
+                id_card=c,
+                method=common_pb2.PASSAGE_METHOD_ID_NFC,
+                temperature_celsius=36.5,
+            ),
+            _rid(),
+            direction,
+            card,
         )
-        return st.lists(st.one_of(scan, card_scan), min_size=1, max_size=4).map(lambda s: cls(scans=s))
+        return st.lists(st.one_of(scan, card_scan), min_size=1, max_size=4).map(
+            lambda s: cls(scans=s)
+        )
     if n == "CheckpointService/RegisterByIdCard":
         return st.builds(
-            lambda r, c, d, t: cls(request_id=r, id_card=c, method=common_pb2.PASSAGE_METHOD_ID_MANUAL,
-                                   direction=d, temperature_celsius=t),
-            _rid(), card, direction, temp,
+            lambda r, c, d, t: cls(
+                request_id=r,
+                id_card=c,
+                method=common_pb2.PASSAGE_METHOD_ID_MANUAL,
+                direction=d,
+                temperature_celsius=t,
+            ),
+            _rid(),
+            card,
+            direction,
+            temp,
         )
     if n == "CheckpointService/ListPassages":
-        return st.builds(lambda z: cls(start_time=_ts(-dt.timedelta(days=2)), end_time=_ts(dt.timedelta()),
-                                       page_size=z), st.integers(0, 100))
+        return st.builds(
+            lambda z: cls(
+                start_time=_ts(-dt.timedelta(days=2)), end_time=_ts(dt.timedelta()), page_size=z
+            ),
+            st.integers(0, 100),
+        )
     if n == "CheckpointService/ListJurisdictionResidents":
-        return st.builds(lambda z, c: cls(page_size=z, color=c), st.integers(0, 100), st.integers(0, 3))
+        return st.builds(
+            lambda z, c: cls(page_size=z, color=c), st.integers(0, 100), st.integers(0, 3)
+        )
     if n == "CheckpointService/AddJurisdictionResident":
-        return st.builds(lambda r, i, p: cls(request_id=r, identity=i, phone=p.phone, address=p.address),
-                         _rid(), ident, person)
+        return st.builds(
+            lambda r, i, p: cls(request_id=r, identity=i, phone=p.phone, address=p.address),
+            _rid(),
+            ident,
+            person,
+        )
     if n == "AdminService/CreateCheckpoint":
-        return _rid().map(lambda r: cls(request_id=r, name="测试卡口", division_code="510402", location="测试"))
+        return _rid().map(
+            lambda r: cls(request_id=r, name="测试卡口", division_code="510402", location="测试")
+        )
     if n == "AdminService/ListCheckpoints":
-        return st.sampled_from(["", "510402", "510403"]).map(lambda d: cls(division_code=d, page_size=10))
+        return st.sampled_from(["", "510402", "510403"]).map(
+            lambda d: cls(division_code=d, page_size=10)
+        )
     if n == "AdminService/CreateStaffAccount":
-        return st.builds(lambda r, p: cls(request_id=r, phone=p.phone, display_name="测试员",
-                                          role=common_pb2.ROLE_STAFF, checkpoint_id=e.checkpoint_id),
-                         _rid(), person)
+        return st.builds(
+            lambda r, p: cls(
+                request_id=r,
+                phone=p.phone,
+                display_name="测试员",
+                role=common_pb2.ROLE_STAFF,
+                checkpoint_id=e.checkpoint_id,
+            ),
+            _rid(),
+            person,
+        )
     if n == "AdminService/CreateDeviceEnrollment":
         return st.just(cls(checkpoint_id=e.checkpoint_id))
     if n == "AdminService/CreateServiceAccount":
-        return st.builds(lambda r, ro: cls(request_id=r, role=ro, name="测试伙伴"), _rid(),
-                         st.sampled_from([common_pb2.ROLE_PARTNER, common_pb2.ROLE_PROVINCIAL]))
+        return st.builds(
+            lambda r, ro: cls(request_id=r, role=ro, name="测试伙伴"),
+            _rid(),
+            st.sampled_from([common_pb2.ROLE_PARTNER, common_pb2.ROLE_PROVINCIAL]),
+        )
     if n == "AdminService/ImportRiskList":
-        return st.builds(lambda r, ps: cls(request_id=r, kind=admin_service_pb2.RISK_LIST_KIND_CLOSE_CONTACT,
-                                           id_numbers=[p.id_number for p in ps], legal_basis=_LEGAL,
-                                           duration_days=7),
-                         _rid(), st.lists(person, min_size=1, max_size=3))
+        return st.builds(
+            lambda r, ps: cls(
+                request_id=r,
+                kind=admin_service_pb2.RISK_LIST_KIND_CLOSE_CONTACT,
+                id_numbers=[p.id_number for p in ps],
+                legal_basis=_LEGAL,
+                duration_days=7,
+            ),
+            _rid(),
+            st.lists(person, min_size=1, max_size=3),
+        )
     if n == "AdminService/UpdateRiskAreas":
         return st.just(cls(add_division_codes=["110105"], legal_basis=_LEGAL))
     if n == "AdminService/ProposeStatusChange":
-        return st.builds(lambda r, s: cls(request_id=r, subject_id=s, color=common_pb2.CODE_COLOR_YELLOW,
-                                          legal_basis=_LEGAL, duration_days=3),
-                         _rid(), st.sampled_from([e.subject_id, e.dependent_id]))
+        return st.builds(
+            lambda r, s: cls(
+                request_id=r,
+                subject_id=s,
+                color=common_pb2.CODE_COLOR_YELLOW,
+                legal_basis=_LEGAL,
+                duration_days=3,
+            ),
+            _rid(),
+            st.sampled_from([e.subject_id, e.dependent_id]),
+        )
     if n == "AdminService/ReviewStatusChange":
-        return st.builds(lambda a: cls(change_id=e.change_id, approve=a, comment="复核"), st.booleans())
+        return st.builds(
+            lambda a: cls(change_id=e.change_id, approve=a, comment="复核"), st.booleans()
+        )
     if n == "AdminService/ListStatusChanges":
         return st.integers(0, 4).map(lambda s: cls(state=s, page_size=10))
     if n == "AdminService/ListCorrections":
         return st.booleans().map(lambda p: cls(pending_only=p, page_size=10))
     if n == "AdminService/ReviewCorrection":
-        return st.builds(lambda a: cls(correction_id=e.correction_id, accept=a, comment="复核"), st.booleans())
+        return st.builds(
+            lambda a: cls(correction_id=e.correction_id, accept=a, comment="复核"), st.booleans()
+        )
     if n == "AdminService/QueryPassages":
-        return st.sampled_from([{"subject_id": e.subject_id}, {"checkpoint_id": e.checkpoint_id}]).map(
-            lambda t: cls(start_time=_ts(-dt.timedelta(days=3)), end_time=_ts(dt.timedelta()),
-                          purpose="流行病学调查", page_size=20, **t))
+        return st.sampled_from(
+            [{"subject_id": e.subject_id}, {"checkpoint_id": e.checkpoint_id}]
+        ).map(
+            lambda t: cls(
+                start_time=_ts(-dt.timedelta(days=3)),
+                end_time=_ts(dt.timedelta()),
+                purpose="流行病学调查",
+                page_size=20,
+                **t,
+            )
+        )
     if n == "AdminService/UpdateRetentionSettings":
-        return st.builds(lambda a, b: cls(settings=admin_service_pb2.RetentionSettings(
-            passage_days=a, declaration_days=b)), st.integers(28, 60), st.integers(28, 60))
+        return st.builds(
+            lambda a, b: cls(
+                settings=admin_service_pb2.RetentionSettings(passage_days=a, declaration_days=b)
+            ),
+            st.integers(28, 60),
+            st.integers(28, 60),
+        )
     if n == "AdminService/RevokeOfflineCodes":
         return st.just(cls(subject_id=e.dependent_id, reason="证件遗失"))
     # Requests without fields (GetProfile, ListDependents, Logout, GetSession, GetTrustList, ...)
@@ -506,9 +680,9 @@ def leaf_fields(desc: descriptor.Descriptor, prefix: tuple[FD, ...] = ()) -> lis
             f.type == FD.TYPE_MESSAGE
             and not f.is_repeated
             and not prefix
-            and f.message_type.full_name != "google.protobuf.Timestamp"
+            and _message_type(f).full_name != "google.protobuf.Timestamp"
         ):
-            out.extend(leaf_fields(f.message_type, (*prefix, f)))
+            out.extend(leaf_fields(_message_type(f), (*prefix, f)))
     return out
 
 
@@ -516,10 +690,12 @@ def mutated_requests(e: Env, rpc: Rpc) -> st.SearchStrategy[message.Message]:
     """A valid request with one field replaced by a random value, cleared, or an unknown field."""
     paths = leaf_fields(rpc.method.input_type)
     extra = e.strings()
+    valid = valid_requests(e, rpc)
+    values = {path: field_strategy(path[-1], extra, depth=len(path) - 1) for path in paths}
 
     @st.composite
     def mutate(draw: st.DrawFn) -> message.Message:
-        base = draw(valid_requests(e, rpc))
+        base = draw(valid)
         msg = type(base)()
         msg.CopyFrom(base)
         kind = draw(st.sampled_from(["replace", "clear", "unknown"] if paths else ["unknown"]))
@@ -533,7 +709,7 @@ def mutated_requests(e: Env, rpc: Rpc) -> st.SearchStrategy[message.Message]:
         if kind == "clear":
             target.ClearField(leaf.name)
         else:
-            set_field(target, leaf, draw(field_strategy(leaf, extra, depth=len(path) - 1)))
+            set_field(target, leaf, draw(values[path]))
         return msg
 
     return mutate()
@@ -570,9 +746,9 @@ def check_call(e: Env, rpc: Rpc, request: message.Message, caller: Caller) -> No
     assert got.code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (
         f"{rpc.name} as {caller.label}: {got}; request shape {shape}"
     )
-    assert not (got.code is grpc.StatusCode.PERMISSION_DENIED and got.reason == "ROLE_NOT_ALLOWED"), (
-        f"{rpc.name}: allowed role {caller.label} refused: {got}"
-    )
+    assert not (
+        got.code is grpc.StatusCode.PERMISSION_DENIED and got.reason == "ROLE_NOT_ALLOWED"
+    ), f"{rpc.name}: allowed role {caller.label} refused: {got}"
     if got.code is grpc.StatusCode.UNAUTHENTICATED:
         assert rpc.name in CREDENTIAL_RPCS, f"{rpc.name} as {caller.label}: {got}"
     if got.code is not grpc.StatusCode.OK:
@@ -673,4 +849,3 @@ def test_valid_requests_are_accepted_somewhere(env: Env) -> None:
     assert env.stats["total"] >= 20 * len(RPCS), env.stats["total"]
     assert len(ok) >= len(RPCS) // 2, sorted(ok)
     _assert_serving(env)
-

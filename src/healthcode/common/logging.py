@@ -32,9 +32,12 @@ def configure(process: str, *, level: str = "INFO", home: Path | None = None) ->
     )
     root = logging.getLogger()
     for handler in list(root.handlers):
-        root.removeHandler(handler)
+        if getattr(handler, "_healthcode", False):  # ours from an earlier call; keep others'
+            root.removeHandler(handler)
+            handler.close()
     for handler in handlers:
         handler.setFormatter(formatter)
+        handler._healthcode = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level.upper())
     structlog.configure(

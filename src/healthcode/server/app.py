@@ -27,24 +27,36 @@ log = structlog.get_logger("healthcode.server")
 #: Every service of the platform: (import path of the servicer class, add-to-server function path,
 #: full service name).
 SERVICES: tuple[tuple[str, str, str], ...] = (
-    ("healthcode.server.auth.service:AuthService",
-     "healthcode_sdk._gen.healthcode.v1.auth_service_pb2_grpc:add_AuthServiceServicer_to_server",
-     "healthcode.v1.AuthService"),
-    ("healthcode.server.residents.service:ResidentService",
-     "healthcode_sdk._gen.healthcode.v1.resident_service_pb2_grpc:add_ResidentServiceServicer_to_server",
-     "healthcode.v1.ResidentService"),
-    ("healthcode.server.codes.service:CodeService",
-     "healthcode_sdk._gen.healthcode.v1.code_service_pb2_grpc:add_CodeServiceServicer_to_server",
-     "healthcode.v1.CodeService"),
-    ("healthcode.server.verification.service:VerificationService",
-     "healthcode_sdk._gen.healthcode.v1.verification_service_pb2_grpc:add_VerificationServiceServicer_to_server",
-     "healthcode.v1.VerificationService"),
-    ("healthcode.server.checkpoints.service:CheckpointService",
-     "healthcode_sdk._gen.healthcode.v1.checkpoint_service_pb2_grpc:add_CheckpointServiceServicer_to_server",
-     "healthcode.v1.CheckpointService"),
-    ("healthcode.server.admin.service:AdminService",
-     "healthcode_sdk._gen.healthcode.v1.admin_service_pb2_grpc:add_AdminServiceServicer_to_server",
-     "healthcode.v1.AdminService"),
+    (
+        "healthcode.server.auth.service:AuthService",
+        "healthcode_sdk._gen.healthcode.v1.auth_service_pb2_grpc:add_AuthServiceServicer_to_server",
+        "healthcode.v1.AuthService",
+    ),
+    (
+        "healthcode.server.residents.service:ResidentService",
+        "healthcode_sdk._gen.healthcode.v1.resident_service_pb2_grpc:add_ResidentServiceServicer_to_server",
+        "healthcode.v1.ResidentService",
+    ),
+    (
+        "healthcode.server.codes.service:CodeService",
+        "healthcode_sdk._gen.healthcode.v1.code_service_pb2_grpc:add_CodeServiceServicer_to_server",
+        "healthcode.v1.CodeService",
+    ),
+    (
+        "healthcode.server.verification.service:VerificationService",
+        "healthcode_sdk._gen.healthcode.v1.verification_service_pb2_grpc:add_VerificationServiceServicer_to_server",
+        "healthcode.v1.VerificationService",
+    ),
+    (
+        "healthcode.server.checkpoints.service:CheckpointService",
+        "healthcode_sdk._gen.healthcode.v1.checkpoint_service_pb2_grpc:add_CheckpointServiceServicer_to_server",
+        "healthcode.v1.CheckpointService",
+    ),
+    (
+        "healthcode.server.admin.service:AdminService",
+        "healthcode_sdk._gen.healthcode.v1.admin_service_pb2_grpc:add_AdminServiceServicer_to_server",
+        "healthcode.v1.AdminService",
+    ),
 )
 
 
@@ -86,8 +98,16 @@ async def build_platform(settings: ServerSettings) -> Platform:
 def _vault_tls(settings: ServerSettings) -> grpc.ChannelCredentials | None:
     if settings.privacy_vault_tls_ca_file is None:
         return None
-    cert = settings.privacy_vault_tls_cert_file.read_bytes() if settings.privacy_vault_tls_cert_file else None
-    key = settings.privacy_vault_tls_key_file.read_bytes() if settings.privacy_vault_tls_key_file else None
+    cert = (
+        settings.privacy_vault_tls_cert_file.read_bytes()
+        if settings.privacy_vault_tls_cert_file
+        else None
+    )
+    key = (
+        settings.privacy_vault_tls_key_file.read_bytes()
+        if settings.privacy_vault_tls_key_file
+        else None
+    )
     return grpc.ssl_channel_credentials(
         root_certificates=settings.privacy_vault_tls_ca_file.read_bytes(),
         private_key=key,
@@ -136,8 +156,11 @@ def build_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     return server, health_servicer
@@ -210,11 +233,13 @@ async def serve(
 
 async def _housekeeping(platform: Platform) -> None:
     """Retention purge and other periodic work, once at start and then hourly."""
+    from healthcode.server.identity import erase_expired_reservations
     from healthcode.server.retention import purge_expired
 
     while True:
         try:
             await platform.db.run(purge_expired, platform.settings)
-        except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the server
+            await erase_expired_reservations(platform)
+        except Exception as exc:
             log.warning("housekeeping failed", error_type=type(exc).__name__)
         await asyncio.sleep(3600)

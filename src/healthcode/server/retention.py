@@ -10,7 +10,10 @@ issued codes             ``expires_at`` in the past (online verification no long
 idempotency records      older than 2 days (clients retry within minutes)
 device enrolments        used, or expired
 auth sessions            expired (and past their refresh expiry), or revoked and expired
-risk-list entries        expired (the rules no longer read them)
+risk-list entries        expired (the rules no longer read them); an entry reserving the vault
+                         subject of a listed person who never registered is deleted by
+                         :func:`healthcode.server.identity.erase_expired_reservations` (run by
+                         the server's housekeeping) once that subject is erased in the vault
 rate-limit windows       windows that ended more than a day ago
 ======================== =====================================================================
 
@@ -27,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, and_, cast, delete, or_
+from sqlalchemy import BigInteger, ColumnElement, and_, cast, delete, exists, or_
 from sqlalchemy.orm import Session
 
 from healthcode.server.admin.store import retention_days
@@ -37,6 +40,7 @@ from healthcode.server.db.models import (
     DeviceEnrollment,
     IdempotencyRecord,
     Passage,
+    Person,
     RateLimitCounter,
 )
 from healthcode.server.residents.models import HealthDeclaration, TravelDeclaration
@@ -123,8 +127,18 @@ def purge_expired(
             )
         )
     )
+    # Entries reserving a subject that became no person wait for erase_expired_reservations,
+    # which erases the subject in the vault first (ADR 0003, "Reserved subjects").
     counts["risk_list_entries"] = _count(
-        session.execute(delete(RiskListEntry).where(RiskListEntry.expires_at < now))
+        session.execute(
+            delete(RiskListEntry).where(
+                RiskListEntry.expires_at < now,
+                or_(
+                    RiskListEntry.subject_id.is_(None),
+                    exists().where(Person.id == RiskListEntry.subject_id),
+                ),
+            )
+        )
     )
     counts["rate_limit_counters"] = _count(
         session.execute(delete(RateLimitCounter).where(_old_windows(now)))
@@ -135,7 +149,7 @@ def purge_expired(
 def _purge_codes(session: Session, now: dt.datetime) -> int:
     # Owned by the codes domain; imported lazily so retention works while it is being built.
     try:
-        from healthcode.server.codes.models import IssuedCodeRecord  # noqa: PLC0415 - see above
+        from healthcode.server.codes.models import IssuedCodeRecord
     except ImportError:  # pragma: no cover - the codes domain always ships with the server
         return 0
     return _count(

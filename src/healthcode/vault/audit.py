@@ -35,7 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, insert, select, update
 
 from healthcode.vault.keys.base import KeyBackend
 from healthcode.vault.models import (
@@ -43,6 +43,7 @@ from healthcode.vault.models import (
     audit_head,
     audit_index_state,
     audit_roots,
+    audit_token_index,
     key_material,
 )
 
@@ -231,6 +232,31 @@ def canonical_content(
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def token_key(token: str) -> int:
+    """The audit search key of a token: its first 8 random characters as a signed 64-bit int.
+
+    Tokens are ``<type>_`` plus 26 random base32 characters, so characters 4-11 carry 40 random
+    bits; reading them is ~10x cheaper than hashing, and this runs once per token per event.
+    Keys of different tokens can collide, so searches confirm each candidate event against its
+    own token list (:func:`events_with_token`).
+    """
+    return int.from_bytes(token[4:12].encode(), "big", signed=True)
+
+
+def events_with_token(token: str) -> ColumnElement[bool]:
+    """A condition on ``audit_events`` selecting the events that list ``token``.
+
+    The index narrows to candidate positions; the LIKE on the stored JSON token list (only
+    evaluated for those candidates) removes hash collisions.
+    """
+    return and_(
+        audit_events.c.seq.in_(
+            select(audit_token_index.c.seq).where(audit_token_index.c.token_key == token_key(token))
+        ),
+        audit_events.c.tokens.contains(json.dumps(token), autoescape=True),
+    )
+
+
 def chain_hash(prev_hash: bytes, content: bytes) -> bytes:
     """The event hash."""
     return hashlib.sha256(_DOMAIN + prev_hash + content).digest()
@@ -317,6 +343,13 @@ def stored_public_keys(conn: Connection) -> dict[str, Ed25519PublicKey]:
     return out
 
 
+_HEAD_FOR_UPDATE = (
+    select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+)
+_INSERT_EVENT = insert(audit_events)
+_UPDATE_HEAD = update(audit_head).where(audit_head.c.id == 1)
+
+
 @dataclass
 class _Pending:
     """An event waiting for the group commit."""
@@ -342,11 +375,7 @@ class AuditLog:
         Callers hold :attr:`lock` for the whole transaction (SQLite has one writer anyway;
         PostgreSQL also takes ``FOR UPDATE`` on the head row, which orders replicas).
         """
-        head = conn.execute(
-            select(audit_head.c.seq, audit_head.c.hash)
-            .where(audit_head.c.id == 1)
-            .with_for_update()
-        ).one()
+        head = conn.execute(_HEAD_FOR_UPDATE).one()
         seq = int(head.seq) + 1
         event_id = str(uuid.uuid4())
         occurred = now_us()
@@ -369,30 +398,33 @@ class AuditLog:
             policy_version=record.policy_version,
         )
         digest = chain_hash(head.hash, content)
+        # Prebuilt statements with parameter dicts: SQLAlchemy reuses the compiled SQL instead of
+        # coercing every value of a fresh ``.values(...)`` construct on each append.
         conn.execute(
-            insert(audit_events).values(
-                seq=seq,
-                event_id=event_id,
-                occurred_at=occurred,
-                caller=record.caller,
-                caller_role=record.caller_role,
-                action=record.action.value,
-                purpose=record.purpose,
-                outcome=record.outcome.value,
-                reason=record.reason,
-                tokens=json.dumps(tokens),
-                subject_ids=json.dumps(list(record.subject_ids)),
-                field_types=json.dumps(list(record.field_types)),
-                reference=record.reference,
-                request_id=record.request_id,
-                policy_version=record.policy_version,
-                prev_hash=head.hash,
-                hash=digest,
-                signature=self.signer.sign(digest),
-                key_id=self.signer.key_id,
-            )
+            _INSERT_EVENT,
+            {
+                "seq": seq,
+                "event_id": event_id,
+                "occurred_at": occurred,
+                "caller": record.caller,
+                "caller_role": record.caller_role,
+                "action": record.action.value,
+                "purpose": record.purpose,
+                "outcome": record.outcome.value,
+                "reason": record.reason,
+                "tokens": json.dumps(tokens),
+                "subject_ids": json.dumps(list(record.subject_ids)),
+                "field_types": json.dumps(list(record.field_types)),
+                "reference": record.reference,
+                "request_id": record.request_id,
+                "policy_version": record.policy_version,
+                "prev_hash": head.hash,
+                "hash": digest,
+                "signature": self.signer.sign(digest),
+                "key_id": self.signer.key_id,
+            },
         )
-        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+        conn.execute(_UPDATE_HEAD, {"seq": seq, "hash": digest})
         return seq
 
     def index_tokens(self, engine: Engine, limit: int = 20_000) -> int:
@@ -418,7 +450,7 @@ class AuditLog:
                 return 0
             pairs = list(
                 dict.fromkeys(
-                    (int(r.seq), t)
+                    (token_key(t), int(r.seq))
                     for r in rows
                     for t in json.loads(r.tokens)
                     if isinstance(t, str)
@@ -427,7 +459,7 @@ class AuditLog:
             if pairs:
                 mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
                 conn.exec_driver_sql(
-                    f"INSERT INTO audit_event_tokens (seq, token) VALUES ({mark}, {mark})",  # noqa: S608 - placeholders only
+                    f"INSERT INTO audit_token_index (token_key, seq) VALUES ({mark}, {mark})",  # noqa: S608 - placeholders only
                     pairs,
                 )
             conn.execute(

@@ -242,15 +242,9 @@ class VaultClient:
             raise _translate(err) from None
         return [v.masked for v in response.values]
 
-    async def detokenize_items(
-        self,
-        tokens: Sequence[str],
-        purpose: Purpose | str,
-        *,
-        reference: str = "",
-        request_id: str = "",
-    ) -> list[DetokenizedItem]:
-        """Values (or masked values, as the policy says) with their type and masking flag."""
+    async def _detokenize(
+        self, tokens: Sequence[str], purpose: Purpose | str, reference: str, request_id: str
+    ) -> vault_service_pb2.DetokenizeBatchResponse:
         try:
             pb_purpose = PURPOSE_TO_PB[Purpose(purpose)]
         except ValueError:
@@ -265,24 +259,42 @@ class VaultClient:
                 ],
             ) from None
         request = vault_service_pb2.DetokenizeBatchRequest(
-            tokens=list(tokens), purpose=pb_purpose, reference=reference, request_id=request_id
+            tokens=tokens, purpose=pb_purpose, reference=reference, request_id=request_id
         )
         try:
-            response = await self._stub.DetokenizeBatch(
+            response: vault_service_pb2.DetokenizeBatchResponse = await self._stub.DetokenizeBatch(
                 request, timeout=self.timeout, metadata=self._metadata
             )
         except grpc.aio.AioRpcError as err:
             raise _translate(err) from None
+        return response
+
+    async def detokenize_items(
+        self,
+        tokens: Sequence[str],
+        purpose: Purpose | str,
+        *,
+        reference: str = "",
+        request_id: str = "",
+    ) -> list[DetokenizedItem]:
+        """Values (or masked values, as the policy says) with their type and masking flag."""
+        response = await self._detokenize(tokens, purpose, reference, request_id)
         return [
             DetokenizedItem(v.token, v.value, v.masked, _FIELD_FROM_PB[v.field_type])
             for v in response.values
         ]
 
     async def detokenize(
-        self, tokens: Sequence[str], purpose: Purpose | str, *, reference: str = ""
+        self,
+        tokens: Sequence[str],
+        purpose: Purpose | str,
+        *,
+        reference: str = "",
+        request_id: str = "",
     ) -> list[str]:
         """Values behind tokens for a purpose (masked where the policy allows only that)."""
-        return [i.value for i in await self.detokenize_items(tokens, purpose, reference=reference)]
+        response = await self._detokenize(tokens, purpose, reference, request_id)
+        return [v.value for v in response.values]
 
     async def erase(
         self, subject_ids: Sequence[str], *, reference: str = "", request_id: str = ""

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -35,6 +36,9 @@ def _aad(field_type: FieldType, token: str, subject_id: str) -> bytes:
     )
 
 
+_AAD_PREFIX = {f: b"healthcode.vault.v1\x00" + f.value.encode() + b"\x00" for f in FieldType}
+
+
 def encrypt_value(
     dek: bytes, field_type: FieldType, token: str, subject_id: str, value: str
 ) -> bytes:
@@ -56,6 +60,40 @@ def decrypt_value(
     except InvalidTag as exc:
         raise IntegrityFailure("ciphertext authentication failed") from exc
     return plain.decode("utf-8")
+
+
+class IntegrityFailureAt(IntegrityFailure):
+    """Item ``index`` of a :func:`decrypt_values` batch failed authentication."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def decrypt_values(
+    jobs: Sequence[tuple[AESGCM, FieldType, str, str, bytes]],
+) -> list[str]:
+    """Decrypt many values (the detokenize hot path): same checks as :func:`decrypt_value`.
+
+    Each job is ``(aead, field_type, token, subject_id, blob)``; the associated data is built
+    exactly as for single values. Raises :class:`IntegrityFailureAt` naming the first bad item.
+    """
+    out: list[str] = []
+    append = out.append
+    prefixes = _AAD_PREFIX
+    for index, (aead, field_type, token, subject_id, blob) in enumerate(jobs):
+        if len(blob) < 29 or blob[0] != 1:  # 1 + nonce (12) + tag (16); version 0x01
+            raise IntegrityFailureAt(index, "malformed ciphertext")
+        try:
+            plain = aead.decrypt(
+                blob[1:13],
+                blob[13:],
+                prefixes[field_type] + token.encode() + b"\x00" + subject_id.encode(),
+            )
+        except InvalidTag as exc:
+            raise IntegrityFailureAt(index, "ciphertext authentication failed") from exc
+        append(plain.decode("utf-8"))
+    return out
 
 
 def blind_index_message(field_type: FieldType, canonical: str, subject_id: str) -> bytes:

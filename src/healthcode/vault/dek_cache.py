@@ -34,6 +34,23 @@ class DekCache:
             self._data.move_to_end(subject_id)
             return key
 
+    def get_many(self, subject_ids: list[str]) -> dict[str, bytes]:
+        """The cached, unexpired keys among ``subject_ids`` (one lock for the batch)."""
+        out: dict[str, bytes] = {}
+        now = time.monotonic()
+        with self._lock:
+            data = self._data
+            for subject_id in subject_ids:
+                entry = data.get(subject_id)
+                if entry is None:
+                    continue
+                if entry[0] < now:
+                    del data[subject_id]
+                    continue
+                data.move_to_end(subject_id)
+                out[subject_id] = entry[1]
+        return out
+
     def put(self, subject_id: str, key: bytes) -> None:
         """Remember a key (no-op when the cache is disabled)."""
         if self._max <= 0 or self._ttl <= 0:

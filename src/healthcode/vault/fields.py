@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+from collections.abc import Sequence
 from enum import StrEnum
 
 from healthcode.common import identity
@@ -42,8 +43,10 @@ TOKEN_PREFIX: dict[FieldType, str] = {
     FieldType.NAME: "nam",
     FieldType.ADDRESS: "adr",
 }
-_PREFIX_TYPE = {v: k for k, v in TOKEN_PREFIX.items()}
+PREFIX_TYPE: dict[str, FieldType] = {v: k for k, v in TOKEN_PREFIX.items()}
 _TOKEN_RE = re.compile(r"^(idn|phn|nam|adr)_[a-z2-7]{26}$")
+# A newline cannot occur inside a token, so a joined batch matches only if every item does.
+_TOKEN_LIST_RE = re.compile(r"(?:(?:idn|phn|nam|adr)_[a-z2-7]{26}\n)*")
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _REFERENCE_RE = re.compile(r"^[A-Za-z0-9._:/#-]{0,128}$")
 MAX_ADDRESS = 200
@@ -104,9 +107,14 @@ def is_token(token: str) -> bool:
     return bool(_TOKEN_RE.match(token))
 
 
+def are_tokens(tokens: Sequence[str]) -> bool:
+    """True when every item is a well-formed token (one regex over the whole batch)."""
+    return not tokens or _TOKEN_LIST_RE.fullmatch("\n".join(tokens) + "\n") is not None
+
+
 def token_field_type(token: str) -> FieldType:
     """The field type encoded in a well-formed token's prefix."""
-    return _PREFIX_TYPE[token[:3]]
+    return PREFIX_TYPE[token[:3]]
 
 
 def is_subject_id(subject_id: str) -> bool:

@@ -101,12 +101,16 @@ audit_events = Table(
     Index("ix_audit_events_occurred_at", "occurred_at"),
 )
 
-audit_event_tokens = Table(
-    "audit_event_tokens",
+#: Search index of audit events by token (derived from ``audit_events.tokens`` off the request
+#: path): ``token_key`` is :func:`healthcode.vault.audit.token_key` (64 bits of SHA-256 of the
+#: token), so one clustered B-tree of integer pairs serves the search; candidates are confirmed
+#: against the event's own token list.
+audit_token_index = Table(
+    "audit_token_index",
     metadata,
-    Column("seq", BigInteger, primary_key=True),
-    Column("token", String(32), primary_key=True),
-    Index("ix_audit_event_tokens_token", "token"),
+    Column("token_key", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    sqlite_with_rowid=False,
 )
 
 audit_index_state = Table(

@@ -37,6 +37,7 @@ from healthcode.server.common.convert import from_timestamp, to_timestamp
 from healthcode.server.common.principal import Principal, Role, current_principal
 from healthcode.server.db.base import new_id, utcnow
 from healthcode.server.db.models import Checkpoint, Passage, Person
+from healthcode.server.identity import reserve_id_numbers
 from healthcode.server.platform import Platform
 from healthcode.server.residents.models import Correction
 from healthcode.server.status.models import StatusChange
@@ -190,6 +191,14 @@ def passage_to_proto(
     return msg
 
 
+async def _release(platform: Platform, subject_ids: list[str]) -> None:
+    try:
+        await platform.vault.erase(subject_ids, reference="risk-import:rolled-back")
+    except ServiceError as err:
+        # Left to no one: the listed person would be refused at registration (PROFILE_CLAIMED).
+        log.warning("reserved subjects not released", count=len(subject_ids), reason=err.reason)
+
+
 # --- the service -------------------------------------------------------------------------------
 
 
@@ -220,7 +229,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
     # --- checkpoints, staff, devices, service accounts ---
 
-    async def CreateCheckpoint(  # noqa: N802 - gRPC method name
+    async def CreateCheckpoint(
         self, request: pb.CreateCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateCheckpointResponse:
         principal = current_principal()
@@ -255,7 +264,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             principal, "CreateCheckpoint", request.division_code, self._run(work)
         )
 
-    async def ListCheckpoints(  # noqa: N802 - gRPC method name
+    async def ListCheckpoints(
         self, request: pb.ListCheckpointsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListCheckpointsResponse:
         principal = current_principal()
@@ -275,10 +284,10 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
         return await self._run(work)
 
-    async def CreateStaffAccount(  # noqa: N802 - gRPC method name
+    async def CreateStaffAccount(
         self, request: pb.CreateStaffAccountRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateStaffAccountResponse:
-        from healthcode.server.auth.bootstrap import (  # noqa: PLC0415 - auth imports platform
+        from healthcode.server.auth.bootstrap import (
             STAFF_ROLES,
             create_staff_account,
         )
@@ -356,7 +365,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
         return await self._run(finish)
 
-    async def CreateDeviceEnrollment(  # noqa: N802 - gRPC method name
+    async def CreateDeviceEnrollment(
         self,
         request: pb.CreateDeviceEnrollmentRequest,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -385,7 +394,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         _set_time(resp, "expire_time", expires)
         return resp
 
-    async def CreateServiceAccount(  # noqa: N802 - gRPC method name
+    async def CreateServiceAccount(
         self,
         request: pb.CreateServiceAccountRequest,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -438,11 +447,9 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
     # --- risk lists and areas ---
 
-    async def ImportRiskList(  # noqa: N802 - gRPC method name
+    async def ImportRiskList(
         self, request: pb.ImportRiskListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ImportRiskListResponse:
-        from healthcode.vault.client import TokenizeItem  # noqa: PLC0415 - vault client is optional at import
-
         principal = current_principal()
         violations: list[FieldViolation] = []
         _request_id(request.request_id, violations)
@@ -483,32 +490,26 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             return replay
         import_id = new_id()
         values = list(dict.fromkeys(normalize_id_number(v) for v in request.id_numbers))
-        # One vault round trip. Tokenizing (not only looking up) lets a listed person who
-        # registers later match by token; values new to the vault belong to the import's
-        # subject so they can be erased with it (ADR 0003).
-        subject = f"risk-import:{import_id}"
-        try:
-            results = await self.platform.vault.tokenize(
-                [
-                    TokenizeItem(field_type=FieldType.ID_NUMBER, value=v, subject_id=subject)
-                    for v in values
-                ]
-            )
-        except InvalidArgument as err:
-            raise InvalidArgument(
-                err.reason,
-                "invalid id_numbers",
-                violations=[FieldViolation("id_numbers", v.description) for v in err.violations]
-                or [FieldViolation("id_numbers", "rejected by the vault")],
-            ) from err
-        tokens = [r.token for r in results]
+        # A lookup, then a tokenize of the values new to the vault only, each under its own
+        # reserved person id: the listed person who registers later becomes that person, and
+        # retention erases the reservation if they never do (ADR 0003, identity.py).
+        listed = await reserve_id_numbers(self.platform, values)
+        tokens = listed.tokens
 
         def work(session: Session) -> pb.ImportRiskListResponse:
             replay = check(session)
             if replay is not None:
                 return replay
             outcome = store.import_risk_list(
-                session, principal, kind, tokens, legal_basis, days, utcnow(), import_id
+                session,
+                principal,
+                kind,
+                tokens,
+                legal_basis,
+                days,
+                utcnow(),
+                import_id,
+                reserved=listed.reserved,
             )
             resp = pb.ImportRiskListResponse(
                 import_id=outcome.import_id, matched=outcome.matched, unmatched=outcome.unmatched
@@ -516,9 +517,15 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             idempotency.remember(session, principal.id, method, request.request_id, request, resp)
             return resp
 
-        return await self._run(work)
+        try:
+            return await self._run(work)
+        except ServiceError:
+            # Nothing was written: give up the subjects reserved by this attempt (best effort).
+            if listed.reserved:
+                await _release(self.platform, list(listed.reserved.values()))
+            raise
 
-    async def UpdateRiskAreas(  # noqa: N802 - gRPC method name
+    async def UpdateRiskAreas(
         self, request: pb.UpdateRiskAreasRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UpdateRiskAreasResponse:
         principal = current_principal()
@@ -552,7 +559,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
     # --- official status changes ---
 
-    async def ProposeStatusChange(  # noqa: N802 - gRPC method name
+    async def ProposeStatusChange(
         self, request: pb.ProposeStatusChangeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ProposeStatusChangeResponse:
         principal = current_principal()
@@ -618,7 +625,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
         return await self._guard(principal, "ProposeStatusChange", subject_id, self._run(work))
 
-    async def ReviewStatusChange(  # noqa: N802 - gRPC method name
+    async def ReviewStatusChange(
         self, request: pb.ReviewStatusChangeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ReviewStatusChangeResponse:
         principal = current_principal()
@@ -635,7 +642,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
         return await self._guard(principal, "ReviewStatusChange", change_id, self._run(work))
 
-    async def ListStatusChanges(  # noqa: N802 - gRPC method name
+    async def ListStatusChanges(
         self, request: pb.ListStatusChangesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListStatusChangesResponse:
         principal = current_principal()
@@ -660,7 +667,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
     # --- corrections ---
 
-    async def ListCorrections(  # noqa: N802 - gRPC method name
+    async def ListCorrections(
         self, request: pb.ListCorrectionsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListCorrectionsResponse:
         principal = current_principal()
@@ -678,7 +685,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
         return await self._run(work)
 
-    async def ReviewCorrection(  # noqa: N802 - gRPC method name
+    async def ReviewCorrection(
         self, request: pb.ReviewCorrectionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ReviewCorrectionResponse:
         principal = current_principal()
@@ -697,7 +704,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
     # --- passages for investigation ---
 
-    async def QueryPassages(  # noqa: N802, PLR0915 - gRPC method name; validation is long
+    async def QueryPassages(  # noqa: PLR0915 - gRPC method name; validation is long
         self, request: pb.QueryPassagesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.QueryPassagesResponse:
         principal = current_principal()
@@ -784,7 +791,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
     # --- retention ---
 
-    async def GetRetentionSettings(  # noqa: N802 - gRPC method name
+    async def GetRetentionSettings(
         self, request: pb.GetRetentionSettingsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetRetentionSettingsResponse:
         principal = current_principal()
@@ -801,7 +808,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
         return await self._run(work)
 
-    async def UpdateRetentionSettings(  # noqa: N802 - gRPC method name
+    async def UpdateRetentionSettings(
         self,
         request: pb.UpdateRetentionSettingsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -827,7 +834,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
     # --- keys and revocation ---
 
-    async def RotateIssuerKey(  # noqa: N802 - gRPC method name
+    async def RotateIssuerKey(
         self, request: pb.RotateIssuerKeyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RotateIssuerKeyResponse:
         principal = current_principal()
@@ -840,10 +847,10 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         log.info("issuer key rotated", kid=new_kid, retired_kid=retired_kid)
         return pb.RotateIssuerKeyResponse(kid=new_kid, retired_kid=retired_kid)
 
-    async def RevokeOfflineCodes(  # noqa: N802 - gRPC method name
+    async def RevokeOfflineCodes(
         self, request: pb.RevokeOfflineCodesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RevokeOfflineCodesResponse:
-        from healthcode.server.codes.keystore import (  # noqa: PLC0415 - codes domain, built separately
+        from healthcode.server.codes.keystore import (
             revoke_person_offline_codes,
         )
 

@@ -12,7 +12,7 @@ audit record commit or roll back together.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from healthcode.server.db.models import (
     Person,
     Setting,
 )
+from healthcode.server.identity import listed_subjects
 from healthcode.server.residents.models import Correction
 from healthcode.server.status import rules
 from healthcode.server.status.models import RiskArea, RiskListEntry, StatusChange
@@ -256,17 +257,25 @@ def import_risk_list(
     duration_days: int,
     now: dt.datetime,
     import_id: str | None = None,
+    *,
+    reserved: Mapping[str, str] | None = None,
 ) -> ImportOutcome:
-    """One RiskListEntry per distinct token; recompute the listed people already known."""
+    """One RiskListEntry per distinct token; recompute the listed people already known.
+
+    ``reserved``: token -> person id reserved in the vault for a listed person new to it. A token
+    reserved by an earlier import keeps that reservation (identity.listed_subjects).
+    """
     import_id = import_id or new_id()
     expires = now + dt.timedelta(days=duration_days)
     unique = list(dict.fromkeys(id_tokens))
+    subjects = listed_subjects(session, unique, dict(reserved or {}))
     session.add_all(
         RiskListEntry(
             id=new_id(),
             import_id=import_id,
             kind=kind,
             id_token=token,
+            subject_id=subjects[token],
             legal_basis=legal_basis,
             imported_by=principal.id,
             created_at=now,

@@ -22,7 +22,6 @@ can flag a mismatch.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,7 +36,6 @@ from sqlalchemy.orm import Session
 from healthcode.codes import CodeVerifier
 from healthcode.common.errors import (
     AlreadyExists,
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     PermissionDenied,
@@ -50,9 +48,11 @@ from healthcode.server.common.convert import from_timestamp, to_timestamp
 from healthcode.server.common.principal import Principal, current_principal
 from healthcode.server.db.base import new_id, utcnow
 from healthcode.server.db.models import Person
+from healthcode.server.identity import IdentityInput, store_identities
 from healthcode.server.residents.validation import Violations, check_address, check_identity
 from healthcode.server.status.rules import current_color
 from healthcode.server.verification import store as vstore
+from healthcode.server.verification.unit import run_unit
 from healthcode.server.verification.validation import (
     check_direction,
     check_id_method,
@@ -61,8 +61,6 @@ from healthcode.server.verification.validation import (
     is_valid_scan_id,
     temperature_problem,
 )
-from healthcode.vault.client import TokenizeItem
-from healthcode.vault.fields import FieldType
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -70,7 +68,6 @@ if TYPE_CHECKING:
     from healthcode.server.platform import Platform
 
 T = TypeVar("T")
-_HELD_ITEM = re.compile(r"items\[(\d+)\]")
 
 MAX_SCANS = 100
 #: A scan may be at most this far in the device's future.
@@ -136,90 +133,42 @@ def _card_reason(violations: list[FieldViolation]) -> str:
     return f"{first.upper()}_INVALID"
 
 
-async def tokenize_cards(platform: Platform, cards: list[CardInput]) -> list[store.CardTokens]:
-    """Vault references of every card of a request.
+async def tokenize_cards(
+    platform: Platform,
+    cards: list[CardInput],
+    fields: tuple[str, str, str, str] = (
+        "id_card.id_number",
+        "id_card.name",
+        "id_card.address",
+        "phone",
+    ),
+) -> list[store.CardTokens]:
+    """Vault references of every card of a request (:func:`identity.store_identities`).
 
     One ``lookup`` round trip finds the ID numbers the vault knows (the usual case at a gate:
     the person passed before, or registered in the app); only unknown people are tokenized (ID
     number, name, address, phone) in a second round trip, which happens once per person. A
-    concurrent registration of the same person (VALUE_HELD_BY_OTHER_SUBJECT) repeats the lookup.
+    listed person whose id a risk-list import reserved has name, address and phone tokenized
+    under that reserved id, which becomes their person id.
     """
     if not cards:
         return []
-    for _attempt in range(2):
-        try:
-            return await _resolve_cards(platform, cards)
-        except FailedPrecondition as err:
-            if err.reason != "VALUE_HELD_BY_OTHER_SUBJECT":
-                raise
-    return await _resolve_cards(platform, cards)
-
-
-async def _resolve_cards(platform: Platform, cards: list[CardInput]) -> list[store.CardTokens]:
-    try:
-        known = await platform.vault.lookup(FieldType.ID_NUMBER, [c.id_number for c in cards])
-    except InvalidArgument:
-        raise invalid("id_card.id_number", "was refused by the privacy vault") from None
-    out: dict[str, store.CardTokens] = {}
-    for card, token in zip(cards, known, strict=True):
-        if token is not None:
-            out[card.id_number] = store.CardTokens(
-                id_token=token,
-                masked_id="",
-                name_token=None,
-                masked_name="",
-                address_token=None,
-                masked_address="",
-                phone_token=None,
-                masked_phone="",
-                kind=card.kind,
-                new_person_id="",
+    return await store_identities(
+        platform,
+        [
+            IdentityInput(
+                id_number=c.id_number,
+                name=c.name,
+                kind=c.kind,
+                address=c.address,
+                phone=c.phone,
+                fields=fields,
             )
-    unknown = {c.id_number: c for c in cards if c.id_number not in out}
-    if unknown:
-        items: list[TokenizeItem] = []
-        plan: list[tuple[CardInput, str, int]] = []
-        for card in unknown.values():
-            person_id = new_id()
-            plan.append((card, person_id, len(items)))
-            items.append(TokenizeItem(FieldType.ID_NUMBER, card.id_number, person_id))
-            items.append(TokenizeItem(FieldType.NAME, card.name, person_id))
-            if card.address:
-                items.append(TokenizeItem(FieldType.ADDRESS, card.address, person_id))
-            if card.phone:
-                items.append(TokenizeItem(FieldType.PHONE, card.phone, person_id))
-        try:
-            results = await platform.vault.tokenize(items)
-        except InvalidArgument:
-            raise invalid("id_card", "was refused by the privacy vault") from None
-        except FailedPrecondition as err:
-            held = _HELD_ITEM.search(err.message)
-            if held and items[int(held.group(1))].field_type is FieldType.PHONE:
-                raise invalid("phone", "is already registered to another person") from None
-            raise
-        for card, person_id, first in plan:
-            id_result, name_result = results[first], results[first + 1]
-            index = first + 2
-            address_token, masked_address = None, ""
-            if card.address:
-                address_token, masked_address = results[index].token, results[index].masked
-                index += 1
-            phone_token, masked_phone = None, ""
-            if card.phone:
-                phone_token, masked_phone = results[index].token, results[index].masked
-            out[card.id_number] = store.CardTokens(
-                id_token=id_result.token,
-                masked_id=id_result.masked,
-                name_token=name_result.token,
-                masked_name=name_result.masked,
-                address_token=address_token,
-                masked_address=masked_address,
-                phone_token=phone_token,
-                masked_phone=masked_phone,
-                kind=card.kind,
-                new_person_id=person_id,
-            )
-    return [out[c.id_number] for c in cards]
+            for c in cards
+        ],
+        lookup_first=True,
+        refresh_person=False,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,9 +429,9 @@ class CheckpointService(pb_grpc.CheckpointServiceServicer):
     async def _run_retrying(self, fn: Callable[..., T], *args: object) -> T:
         """Run a unit of work; retry once when a concurrent writer won a unique-key race."""
         try:
-            return await self._db.run(fn, *args)
+            return await run_unit(self._db, fn, *args)
         except IntegrityError:
-            return await self._db.run(fn, *args)
+            return await run_unit(self._db, fn, *args)
 
     # -- StreamScans ----------------------------------------------------------------------
 
@@ -588,7 +537,9 @@ class CheckpointService(pb_grpc.CheckpointServiceServicer):
                 after = (_from_micros(cursor["t"]), passage_id)
             except (KeyError, ValueError, OverflowError, OSError):
                 raise invalid("page_token", "is not a token of this list") from None
-        return await self._db.run(_list_passages, checkpoint_id, start, end, after, size, base)
+        return await run_unit(
+            self._db, _list_passages, checkpoint_id, start, end, after, size, base
+        )
 
     # -- Jurisdiction ---------------------------------------------------------------------
 
@@ -611,7 +562,7 @@ class CheckpointService(pb_grpc.CheckpointServiceServicer):
             ) or not isinstance(cursor.get("a"), str):
                 raise invalid("page_token", "is not a token of this list")
             after = cursor["a"]
-        return await self._db.run(_list_residents, principal, color, after, size)
+        return await run_unit(self._db, _list_residents, principal, color, after, size)
 
     async def AddJurisdictionResident(
         self, request: pb.AddJurisdictionResidentRequest, context: Ctx
@@ -638,7 +589,9 @@ class CheckpointService(pb_grpc.CheckpointServiceServicer):
         errors.raise_if_any()
         assert identity is not None
         card = CardInput(identity.name, identity.id_number, identity.kind, address, phone or "")
-        (tokens,) = await tokenize_cards(self._platform, [card])
+        (tokens,) = await tokenize_cards(
+            self._platform, [card], ("identity.id_number", "identity.name", "address", "phone")
+        )
         return await self._run_retrying(_add_resident, principal, request, tokens, division)
 
 

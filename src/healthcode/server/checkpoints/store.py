@@ -10,15 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from healthcode_sdk._gen.healthcode.v1 import checkpoint_service_pb2 as pb
-from healthcode_sdk._gen.healthcode.v1 import common_pb2
 from sqlalchemy import ColumnElement, and_, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from healthcode.codes import CodeRejected, CodeVerifier, VerifiedCode
 from healthcode.common.errors import FailedPrecondition
-from healthcode.common.identity import IdKind
 from healthcode.server.common.principal import Principal, Role
 from healthcode.server.db.models import Checkpoint, Passage, Person
+from healthcode.server.identity import StoredIdentity, create_person
 from healthcode.server.status.rules import current_color, recompute
 from healthcode.server.verification import store as vstore
 
@@ -26,22 +25,8 @@ from healthcode.server.verification import store as vstore
 PERSON_UNAVAILABLE = "PERSON_UNAVAILABLE"
 
 
-@dataclass(frozen=True, slots=True)
-class CardTokens:
-    """Vault tokens and masked forms of one ID card (one tokenize round trip per message)."""
-
-    id_token: str
-    masked_id: str
-    #: None when the vault already knew the person (no new tokens were made).
-    name_token: str | None
-    masked_name: str
-    address_token: str | None
-    masked_address: str
-    phone_token: str | None
-    masked_phone: str
-    kind: IdKind
-    #: Person id to use if the person is new (the subject id given to the vault).
-    new_person_id: str
+#: Vault tokens of one ID card (the shared identity logic's result).
+CardTokens = StoredIdentity
 
 
 @dataclass(slots=True)
@@ -76,29 +61,13 @@ def find_or_create_person(
         ).scalar_one_or_none()
     if person is not None:
         return person, False
-    if card.name_token is None or not card.new_person_id:
+    # A new person, or a listed person whose id a risk-list import reserved (identity.py).
+    person = create_person(session, card, division_code=division_code, managed=True, now=now)
+    if person is None:
         # The vault knows the ID number but this server has no person for it (erased).
         raise FailedPrecondition(
             PERSON_UNAVAILABLE, "this person cannot be registered at the gate; ask the district"
         )
-    person = Person(
-        id=card.new_person_id,
-        id_token=card.id_token,
-        name_token=card.name_token,
-        address_token=card.address_token,
-        id_type=card.kind.value,
-        masked_name=card.masked_name,
-        masked_id_number=card.masked_id,
-        masked_address=card.masked_address,
-        phone_token=card.phone_token,
-        masked_phone=card.masked_phone,
-        division_code=division_code,
-        managed=True,
-        color=common_pb2.CODE_COLOR_GREEN,
-        created_at=now,
-        status_updated_at=now,
-    )
-    session.add(person)
     session.flush()
     recompute(session, person, now)
     if known is not None:

@@ -27,6 +27,7 @@ from healthcode.server.db.base import utcnow
 from healthcode.server.db.models import Person
 from healthcode.server.residents.subjects import resolve_subject
 from healthcode.server.status.rules import current_color
+from healthcode.server.verification.unit import run_unit
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -81,7 +82,7 @@ def _offline_subject(session: Session, principal: Principal, subject_id: str) ->
     if principal.role is Role.RESIDENT:
         return resolve_subject(session, principal, subject_id)
     not_found = NotFound("SUBJECT_NOT_FOUND", "subject_id is not a person of your jurisdiction")
-    if not subject_id.isascii():
+    if not (subject_id.isascii() and subject_id.isprintable()):
         raise not_found
     person = session.get(Person, subject_id)
     if person is None or not principal.can_see_division(person.division_code):
@@ -134,7 +135,7 @@ class CodeService(pb_grpc.CodeServiceServicer):
         if len(request.subject_id) > MAX_SUBJECT_ID:
             raise invalid("subject_id", f"must be at most {MAX_SUBJECT_ID} characters")
         issuer = await self._keys.signer()
-        code = await self._db.run(_issue_dynamic, issuer, principal, request.subject_id)
+        code = await run_unit(self._db, _issue_dynamic, issuer, principal, request.subject_id)
         await asyncio.get_running_loop().run_in_executor(None, _render, code)
         return pb.IssueCodeResponse(code=code)
 
@@ -153,6 +154,6 @@ class CodeService(pb_grpc.CodeServiceServicer):
         if principal.role is not Role.RESIDENT and not request.subject_id:
             raise invalid("subject_id", "is required")
         issuer = await self._keys.signer()
-        response = await self._db.run(_issue_offline, issuer, principal, request, days)
+        response = await run_unit(self._db, _issue_offline, issuer, principal, request, days)
         await asyncio.get_running_loop().run_in_executor(None, _render, response.code)
         return response

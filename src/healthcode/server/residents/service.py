@@ -25,6 +25,7 @@ from healthcode.server.common.convert import from_timestamp
 from healthcode.server.common.principal import Principal, current_principal
 from healthcode.server.db.base import new_id, utcnow
 from healthcode.server.db.models import Account, Checkpoint, Passage, Person
+from healthcode.server.identity import create_person
 from healthcode.server.platform import Platform
 from healthcode.server.residents import convert, validation
 from healthcode.server.residents.models import Correction, HealthDeclaration, TravelDeclaration
@@ -106,8 +107,10 @@ def _register(
     assert account is not None
     person = person_by_id_token(session, stored.id_token)
     if person is None:
-        person = Person(id=stored.subject_id, id_token=stored.id_token, created_at=now)
-        session.add(person)
+        # A new person, or a listed person whose id a risk-list import reserved.
+        person = create_person(session, stored, division_code=division, managed=False, now=now)
+        if person is None:
+            raise profile_claimed()
     elif person.guardian_account_id == account.id or (
         person.guardian_account_id is None and person.managed
     ):
@@ -115,6 +118,7 @@ def _register(
         log.info("profile linked to existing person", person_id=person.id)
     else:
         raise profile_claimed()
+    assert stored.name_token is not None  # residents always tokenize the name
     person.name_token = stored.name_token
     person.masked_name = stored.masked_name
     person.masked_id_number = stored.masked_id_number
@@ -188,12 +192,14 @@ def _add_dependent(
         raise dependent_limit()
     person = person_by_id_token(session, stored.id_token)
     if person is None:
-        person = Person(id=stored.subject_id, id_token=stored.id_token, created_at=now)
-        session.add(person)
+        person = create_person(session, stored, division_code=division, managed=True, now=now)
+        if person is None:
+            raise profile_claimed()
     elif person.guardian_account_id == account.id:
         raise AlreadyExists("DEPENDENT_EXISTS", "this person is already yours")
     elif person.guardian_account_id is not None or not person.managed:
         raise profile_claimed()
+    assert stored.name_token is not None  # residents always tokenize the name
     person.name_token = stored.name_token
     person.masked_name = stored.masked_name
     person.masked_id_number = stored.masked_id_number

@@ -50,7 +50,7 @@ def resolve_subject(session: Session, principal: Principal, subject_id: str) -> 
     if principal.role is not Role.RESIDENT:
         raise PermissionDenied("ROLE_NOT_ALLOWED", "only residents act for dependents")
     not_found = NotFound("SUBJECT_NOT_FOUND", "subject_id is not you or one of your dependents")
-    if len(subject_id) > MAX_SUBJECT_ID or not subject_id.isascii():
+    if len(subject_id) > MAX_SUBJECT_ID or not (subject_id.isascii() and subject_id.isprintable()):
         raise not_found
     person = session.get(Person, subject_id)
     if person is None or person.guardian_account_id != principal.id:

@@ -54,6 +54,12 @@ class RiskListEntry(Base):
     imported_by: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column()
+    #: The vault subject reserved for a listed person the platform did not know at import (their
+    #: future ``Person.id``, which holds the ID number in the vault); None when the ID number was
+    #: held by a person already. See ADR 0003 "Reserved subjects".
+    subject_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    #: Set when retention started erasing the reserved subject (no person may take it any more).
+    released_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 class RiskArea(Base):

@@ -10,6 +10,8 @@ NOTHING RETURNING`` for the passage). No vault call: masked forms live on the Pe
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,7 @@ from healthcode.server.db.base import new_id, utcnow
 from healthcode.server.db.models import AuditEvent, Person
 from healthcode.server.status.rules import current_color
 from healthcode.server.verification import store
+from healthcode.server.verification.unit import group_committer, run_unit
 from healthcode.server.verification.validation import (
     check_code_text,
     check_direction,
@@ -68,27 +71,34 @@ def _expire_ts(seconds: int) -> Timestamp:
     return _ts(dt.datetime.fromtimestamp(seconds, tz=dt.UTC))
 
 
+def _check(verifier: CodeVerifier, code: str) -> tuple[float, VerifiedCode | CodeRejected]:
+    """Decode and verify outside the transaction (CPU only); the rejection is returned."""
+    now = time.time()
+    try:
+        return now, verifier.verify(code, now=now)
+    except CodeRejected as rejected:
+        return now, rejected
+
+
 def _verify_one(
     session: Session,
-    verifier: CodeVerifier,
+    checked: tuple[float, VerifiedCode | CodeRejected],
     request: pb.VerifyCodeRequest,
     principal: Principal,
     direction: int,
 ) -> pb.VerifyCodeResponse:
-    now = utcnow()
+    at, outcome = checked
+    now = dt.datetime.fromtimestamp(at, tz=dt.UTC)
     records = principal.role in _RECORDING_ROLES
     scan_id = request.request_id or new_id()
-    try:
-        verified = verifier.verify(request.code, now=now.timestamp())
-    except CodeExpired as rejected:
-        # A retry of a scan that was recorded before the code expired gets its first answer.
-        if records and request.request_id:
+    if isinstance(outcome, CodeRejected):
+        # A retry of a scan recorded before the code expired gets its first answer again.
+        if isinstance(outcome, CodeExpired) and records and request.request_id:
             done = store.existing_passage(session, principal.id, scan_id)
             if done is not None:
                 return _replayed(session, done)
-        raise store.rejection_error(rejected) from None
-    except CodeRejected as rejected:
-        raise store.rejection_error(rejected) from None
+        raise store.rejection_error(outcome)
+    verified = outcome
     holder = store.holder_or_reject(
         store.find_holders(session, [verified.claims.code_id]), verified
     )
@@ -184,17 +194,15 @@ def _batch_lookup(
     return pb.BatchVerifyCodesResponse(results=results)
 
 
-def _batch_unit(
-    session: Session, verifier: CodeVerifier, codes: list[str]
-) -> pb.BatchVerifyCodesResponse:
-    now = utcnow().timestamp()
+def _batch_check(verifier: CodeVerifier, codes: list[str]) -> list[VerifiedCode | CodeRejected]:
+    """Verify a batch outside the transaction; big batches on two threads (the GIL is released
+    while OpenSSL checks a signature)."""
+    now = time.time()
     if len(codes) >= PARALLEL_BATCH:
         half = len(codes) // 2
         other = _verify_pool.submit(_verify_codes, verifier, codes[half:], now)
-        outcomes = _verify_codes(verifier, codes[:half], now) + other.result()
-    else:
-        outcomes = _verify_codes(verifier, codes, now)
-    return _batch_lookup(session, outcomes)
+        return _verify_codes(verifier, codes[:half], now) + other.result()
+    return _verify_codes(verifier, codes, now)
 
 
 def _status_by_token(
@@ -235,6 +243,7 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
         self._platform = platform
         self._db = platform.db
         self._keys = platform.keys
+        self._committer = group_committer(platform.db)
 
     async def VerifyCode(
         self, request: pb.VerifyCodeRequest, context: Ctx
@@ -248,7 +257,15 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
         if principal.role in _RECORDING_ROLES:
             principal.require_checkpoint()
         snapshot = await self._keys.snapshot()
-        return await self._db.run(_verify_one, snapshot.verifier, request, principal, direction)
+        verifier = snapshot.verifier
+        return await run_unit(
+            self._db,
+            _verify_one,
+            request,
+            principal,
+            direction,
+            before=functools.partial(_check, verifier, request.code),
+        )
 
     async def BatchVerifyCodes(
         self, request: pb.BatchVerifyCodesRequest, context: Ctx
@@ -259,7 +276,11 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
         if not 1 <= len(codes) <= MAX_BATCH:
             raise invalid("codes", f"must hold 1 to {MAX_BATCH} codes")
         snapshot = await self._keys.snapshot()
-        return await self._db.run(_batch_unit, snapshot.verifier, codes)
+        return await run_unit(
+            self._db,
+            _batch_lookup,
+            before=functools.partial(_batch_check, snapshot.verifier, codes),
+        )
 
     async def GetTrustList(
         self, request: pb.GetTrustListRequest, context: Ctx
@@ -319,4 +340,4 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
         except InvalidArgument:
             raise invalid("id_number", "is not a valid identity number") from None
         token = tokens[0] if tokens else None
-        return await self._db.run(_status_by_token, principal, token, purpose)
+        return await run_unit(self._db, _status_by_token, principal, token, purpose)

@@ -22,9 +22,10 @@ import datetime as dt
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from healthcode_sdk._gen.healthcode.v1 import common_pb2
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -79,15 +80,29 @@ class Holder:
     revoked: bool
 
 
+# Statements are built once: building SQLAlchemy constructs per request (coercion, cache keys
+# over literal values) cost more than the database work itself on the VerifyCode hot path.
+_HOLDER = (
+    select(IssuedCodeRecord.cti, IssuedCodeRecord.revoked_at, Person)
+    .join(Person, Person.id == IssuedCodeRecord.person_id)
+    .where(IssuedCodeRecord.cti == bindparam("cti"))
+)
+_HOLDERS = (
+    select(IssuedCodeRecord.cti, IssuedCodeRecord.revoked_at, Person)
+    .join(Person, Person.id == IssuedCodeRecord.person_id)
+    .where(IssuedCodeRecord.cti.in_(bindparam("ctis", expanding=True)))
+)
+
+
 def find_holders(session: Session, ctis: Sequence[bytes]) -> dict[bytes, Holder]:
     """The holders of the given code ids in ONE query (missing ids are absent)."""
     if not ctis:
         return {}
-    rows = session.execute(
-        select(IssuedCodeRecord.cti, IssuedCodeRecord.revoked_at, Person)
-        .join(Person, Person.id == IssuedCodeRecord.person_id)
-        .where(IssuedCodeRecord.cti.in_(list(set(ctis))))
-    ).all()
+    unique = list(set(ctis))
+    if len(unique) == 1:
+        rows = session.execute(_HOLDER, {"cti": unique[0]}).all()
+    else:
+        rows = session.execute(_HOLDERS, {"ctis": unique}).all()
     return {cti: Holder(person, revoked_at is not None) for cti, revoked_at, person in rows}
 
 
@@ -194,12 +209,25 @@ def existing_passage(session: Session, source_id: str, scan_id: str) -> Recorded
     )
 
 
+_PASSAGES = cast(Table, Passage.__table__)
+_INSERT_PG = (
+    pg_insert(_PASSAGES)
+    .on_conflict_do_nothing(index_elements=["source_id", "scan_id"])
+    .returning(_PASSAGES.c.id)
+)
+_INSERT_SQLITE = (
+    sqlite_insert(_PASSAGES)
+    .on_conflict_do_nothing(index_elements=["source_id", "scan_id"])
+    .returning(_PASSAGES.c.id)
+)
+
+
 def record_passage(  # noqa: PLR0917 - unit of work, called positionally via Database.run
     session: Session, gate: Gate, scan: PassageInput, person_id: str, color: int, decision: int
 ) -> Recorded:
     """Insert a passage unless (source, scan id) exists; then return the stored one."""
     passage_id = new_id()
-    values = {
+    params = {
         "id": passage_id,
         "checkpoint_id": gate.checkpoint_id,
         "person_id": person_id,
@@ -215,17 +243,8 @@ def record_passage(  # noqa: PLR0917 - unit of work, called positionally via Dat
         "scan_id": scan.scan_id,
         "created_at": dt.datetime.now(dt.UTC),
     }
-    insert = (
-        pg_insert(Passage)
-        if session.get_bind().dialect.name == "postgresql"
-        else sqlite_insert(Passage)
-    )
-    stmt = (
-        insert.values(**values)
-        .on_conflict_do_nothing(index_elements=["source_id", "scan_id"])
-        .returning(Passage.id)
-    )
-    inserted = session.execute(stmt).scalar_one_or_none()
+    stmt = _INSERT_PG if session.get_bind().dialect.name == "postgresql" else _INSERT_SQLITE
+    inserted = session.execute(stmt, params).scalar_one_or_none()
     if inserted is None:
         existing = existing_passage(session, gate.source_id, scan.scan_id)
         assert existing is not None
