@@ -24,7 +24,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-admin_app = typer.Typer(help="Administration: first admin account, demo data.", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Administration: first admin account, demo data.", no_args_is_help=True
+)
 certs_app = typer.Typer(help="Development certificates for TLS and mTLS.", no_args_is_help=True)
 db_app = typer.Typer(help="Server database migrations.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
@@ -49,14 +51,14 @@ _mount_vault()
 
 
 def _home(home: Path | None) -> Path:
-    resolved = (home or Path(os.environ.get("HEALTHCODE_HOME") or Path.home() / ".healthcode"))
+    resolved = home or Path(os.environ.get("HEALTHCODE_HOME") or Path.home() / ".healthcode")
     resolved = resolved.expanduser().resolve()
     os.environ["HEALTHCODE_HOME"] = str(resolved)
     resolved.mkdir(parents=True, exist_ok=True)
     return resolved
 
 
-def _run_until_signal(main: asyncio.Future[None] | None = None) -> asyncio.Event:
+def _run_until_signal() -> asyncio.Event:
     """An event set on SIGINT/SIGTERM in the running loop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -75,7 +77,7 @@ def server(
     from healthcode.server.settings import ServerSettings
 
     _home(home)
-    settings = ServerSettings(**({"listen": listen} if listen else {}))
+    settings = ServerSettings(listen=listen) if listen else ServerSettings()
     configure("server", level=settings.log_level, home=settings.home)
 
     async def main() -> None:
@@ -214,7 +216,9 @@ def admin_bootstrap(
 
 @certs_app.command("dev")
 def certs_dev(
-    out: Annotated[Path | None, typer.Option(help="Output folder (default $HEALTHCODE_HOME/certs).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default $HEALTHCODE_HOME/certs).")
+    ] = None,
     host: Annotated[list[str] | None, typer.Option(help="Server host names / IPs.")] = None,
     home: HomeOption = None,
 ) -> None:
@@ -224,7 +228,9 @@ def certs_dev(
     target = out or _home(home) / "certs"
     issued = create_dev_pki(target, hosts=host or None)
     console.print(
-        json.dumps({k: {"cert": str(v.cert), "key": str(v.key)} for k, v in issued.items()}, indent=2)
+        json.dumps(
+            {k: {"cert": str(v.cert), "key": str(v.key)} for k, v in issued.items()}, indent=2
+        )
     )
 
 

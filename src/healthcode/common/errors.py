@@ -78,7 +78,8 @@ class ServiceError(Exception):
 
     def to_grpc_status(self) -> grpc.Status:
         """Convert for ``context.abort_with_status``."""
-        return rpc_status.to_status(self.to_status())
+        status: grpc.Status = rpc_status.to_status(self.to_status())
+        return status
 
 
 def _error(code: grpc.StatusCode) -> type[ServiceError]:
@@ -136,8 +137,13 @@ class Unavailable(_error(grpc.StatusCode.UNAVAILABLE)):  # type: ignore[misc]
     """A dependency (vault, key backend, database) cannot be reached; retry later."""
 
 
-def invalid(field_path: str, description: str, reason: str = "INVALID_ARGUMENT", *,
-            domain: str = "healthcode") -> InvalidArgument:
+def invalid(
+    field_path: str,
+    description: str,
+    reason: str = "INVALID_ARGUMENT",
+    *,
+    domain: str = "healthcode",
+) -> InvalidArgument:
     """Shorthand for a single-field INVALID_ARGUMENT error."""
     return InvalidArgument(
         reason,
@@ -170,7 +176,7 @@ _GRPC_TO_RPC: dict[grpc.StatusCode, int] = {
 
 def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     """Read the ErrorInfo detail of a received error (tests and clients use it)."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     if status is None:
         return None
     for detail in status.details:
@@ -183,7 +189,7 @@ def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
 
 def field_violations(err: grpc.RpcError) -> list[str]:
     """The field paths named by a received INVALID_ARGUMENT error."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     if status is None:
         return []
     fields: list[str] = []

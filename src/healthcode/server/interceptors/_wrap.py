@@ -8,26 +8,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
-Around = Callable[[grpc.aio.ServicerContext, str], AbstractAsyncContextManager[None]]
+if TYPE_CHECKING:  # grpc's classes are generic only in its type stubs
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+    Around: TypeAlias = Callable[[Context, str], AbstractAsyncContextManager[None]]
 
 
-def wrap_handler(
-    handler: grpc.RpcMethodHandler | None, method: str, around: Around
-) -> grpc.RpcMethodHandler | None:
+def wrap_handler(handler: Handler | None, method: str, around: Around) -> Handler | None:
     """Return ``handler`` with every call run inside ``around(context, method)``."""
     if handler is None:
         return None
-
+    behaviour: Any
     if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
+        behaviour = handler.unary_unary
 
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary_unary(request: Any, context: Context) -> Any:
             async with around(context, method):
-                return await inner_uu(request, context)
+                return await behaviour(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary,
@@ -35,11 +36,11 @@ def wrap_handler(
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
+        behaviour = handler.unary_stream
 
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             async with around(context, method):
-                async for item in inner_us(request, context):
+                async for item in behaviour(request, context):
                     yield item
 
         return grpc.unary_stream_rpc_method_handler(
@@ -48,22 +49,22 @@ def wrap_handler(
             response_serializer=handler.response_serializer,
         )
     if handler.stream_unary is not None:
-        inner_su = handler.stream_unary
+        behaviour = handler.stream_unary
 
-        async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def stream_unary(requests: Any, context: Context) -> Any:
             async with around(context, method):
-                return await inner_su(requests, context)
+                return await behaviour(requests, context)
 
         return grpc.stream_unary_rpc_method_handler(
             stream_unary,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-    inner_ss = handler.stream_stream
+    behaviour = handler.stream_stream
 
-    async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
         async with around(context, method):
-            async for item in inner_ss(requests, context):
+            async for item in behaviour(requests, context):
                 yield item
 
     return grpc.stream_stream_rpc_method_handler(

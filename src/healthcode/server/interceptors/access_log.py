@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
@@ -15,6 +16,9 @@ from prometheus_client import Counter, Histogram
 
 from healthcode.server.common.principal import open_call_record
 from healthcode.server.interceptors._wrap import wrap_handler
+
+if TYPE_CHECKING:
+    from healthcode.server.interceptors._wrap import Context, Handler
 
 log = structlog.get_logger("healthcode.access")
 
@@ -28,7 +32,7 @@ RPC_LATENCY = Histogram(
 
 
 @asynccontextmanager
-async def _log_call(context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+async def _log_call(context: Context, method: str) -> AsyncIterator[None]:
     start = time.perf_counter()
     roles = open_call_record()
     try:
@@ -37,7 +41,9 @@ async def _log_call(context: grpc.aio.ServicerContext, method: str) -> AsyncIter
         elapsed = time.perf_counter() - start
         code = context.code()
         code_name = (
-            code.name if isinstance(code, grpc.StatusCode) else ("OK" if code in (None, 0) else str(code))
+            code.name
+            if isinstance(code, grpc.StatusCode)
+            else ("OK" if code in (None, 0) else str(code))
         )
         RPC_COUNT.labels(method, code_name).inc()
         RPC_LATENCY.labels(method).observe(elapsed)
@@ -55,8 +61,8 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        return wrap_handler(handler, handler_call_details.method, _log_call)  # type: ignore[return-value]
+        return wrap_handler(handler, handler_call_details.method, _log_call)

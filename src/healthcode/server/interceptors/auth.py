@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
@@ -17,6 +17,9 @@ from healthcode.common.errors import PermissionDenied, Unauthenticated
 from healthcode.server.auth.policy import allowed_roles
 from healthcode.server.common.principal import Principal, reset_principal, set_principal
 from healthcode.server.interceptors._wrap import wrap_handler
+
+if TYPE_CHECKING:
+    from healthcode.server.interceptors._wrap import Around, Context, Handler
 
 
 class Authenticator(Protocol):
@@ -27,7 +30,7 @@ class Authenticator(Protocol):
         ...
 
 
-def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+def bearer_token(context: Context) -> str | None:
     """The bearer token of the call, if any."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
@@ -43,11 +46,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
 
-    def _around(self) -> Callable[[grpc.aio.ServicerContext, str], object]:
+    def _around(self) -> Around:
         authenticator = self._authenticator
 
         @asynccontextmanager
-        async def around(context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+        async def around(context: Context, method: str) -> AsyncIterator[None]:
             roles = allowed_roles(method)
             if roles is None:
                 raise PermissionDenied("METHOD_NOT_ALLOWED", "this method is not available")
@@ -70,8 +73,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        return wrap_handler(handler, handler_call_details.method, self._around())  # type: ignore[arg-type, return-value]
+        return wrap_handler(handler, handler_call_details.method, self._around())

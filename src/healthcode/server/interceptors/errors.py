@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
@@ -13,18 +13,21 @@ import structlog
 from healthcode.common.errors import ServiceError
 from healthcode.server.interceptors._wrap import wrap_handler
 
+if TYPE_CHECKING:
+    from healthcode.server.interceptors._wrap import Context, Handler
+
 log = structlog.get_logger("healthcode.errors")
 
 
 @asynccontextmanager
-async def _map_errors(context: grpc.aio.ServicerContext, method: str) -> AsyncIterator[None]:
+async def _map_errors(context: Context, method: str) -> AsyncIterator[None]:
     try:
         yield
     except ServiceError as err:
         await context.abort_with_status(err.to_grpc_status())
     except (grpc.aio.AbortError, StopAsyncIteration, GeneratorExit):
         raise
-    except Exception as exc:  # noqa: BLE001 - the last line of defence for unexpected failures
+    except Exception as exc:
         log.error("unhandled error", method=method, error_type=type(exc).__name__)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
@@ -34,12 +37,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        return wrap_handler(handler, handler_call_details.method, _map_errors)  # type: ignore[return-value]
-
-
-def _unused(_: Any) -> None:  # pragma: no cover - keeps Any import for type hints
-    return None
+        return wrap_handler(handler, handler_call_details.method, _map_errors)

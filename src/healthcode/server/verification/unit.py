@@ -28,7 +28,7 @@ from healthcode.server.db.engine import Database
 T = TypeVar("T")
 
 _locks: weakref.WeakKeyDictionary[Database, threading.Lock] = weakref.WeakKeyDictionary()
-_guard = threading.Lock()
+_guard = threading.RLock()  # group_committer() holds it while GroupCommitter() takes it again
 
 
 def _lock_for(db: Database) -> threading.Lock | None:
