@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-
 from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2 as ver_pb
 from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2_grpc as ver_grpc
 
@@ -49,7 +48,12 @@ def _echo_response() -> ver_pb.VerifyCodeResponse:
 
     expire = Timestamp(seconds=int(time.time()) + 300)
     return ver_pb.VerifyCodeResponse(
-        color=1, signed_color=1, kind=1, decision=1, passage_id="0" * 32, expire_time=expire,
+        color=1,
+        signed_color=1,
+        kind=1,
+        decision=1,
+        passage_id="0" * 32,
+        expire_time=expire,
         identity={"masked_name": "张*", "masked_id_number": "5***************12"},
     )
 
@@ -58,6 +62,7 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
     from pydantic import SecretStr
 
     from healthcode.codes import CodeKind, Colour
+    from healthcode.common.logging import configure
     from healthcode.server.app import SERVICES, build_server
     from healthcode.server.auth.sessions import create_login_session
     from healthcode.server.auth.sms import OutboxSmsSender
@@ -76,8 +81,6 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
     from healthcode.vault.server import VaultServer
     from healthcode.vault.settings import VaultSettings
     from tests.fixtures import people
-
-    from healthcode.common.logging import configure
 
     configure("server", level="INFO")  # as `healthcode server` runs (the access log is DEBUG)
     if os.environ.get("BENCH_SWITCH"):
@@ -106,9 +109,12 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
     vault_port = await vault.start()
     credential = read_credential_file(vault_settings.platform_credential_file)
     settings = ServerSettings(
-        home=home, database_url=database_url, listen="127.0.0.1:0",
+        home=home,
+        database_url=database_url,
+        listen="127.0.0.1:0",
         privacy_vault_address=f"127.0.0.1:{vault_port}",
-        privacy_vault_credential=SecretStr(credential), dynamic_code_seconds=3600,
+        privacy_vault_credential=SecretStr(credential),
+        dynamic_code_seconds=3600,
         log_level="WARNING",
     )
     settings.server_dir.mkdir(parents=True, exist_ok=True)
@@ -117,32 +123,47 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
     paging.set_token_key(secret)
     db = Database.from_url(database_url, threads=settings.db_threads)
     vault_client = VaultClient.connect(settings.privacy_vault_address, credential)
-    platform = Platform(settings=settings, db=db, vault=vault_client, secret=secret,
-                        keys=KeyStore(db, settings, secret),
-                        sms=OutboxSmsSender(settings.sms_outbox, secret))
+    platform = Platform(
+        settings=settings,
+        db=db,
+        vault=vault_client,
+        secret=secret,
+        keys=KeyStore(db, settings, secret),
+        sms=OutboxSmsSender(settings.sms_outbox, secret),
+    )
 
     # Seed: persons (through the vault), a checkpoint with a staff account, a provincial account.
     records = [people.person() for _ in range(persons)]
     ids = [new_id() for _ in records]
     items = []
     for record, pid in zip(records, ids, strict=True):
-        items += [TokenizeItem(FieldType.ID_NUMBER, record.id_number, pid),
-                  TokenizeItem(FieldType.NAME, record.name, pid)]
+        items += [
+            TokenizeItem(FieldType.ID_NUMBER, record.id_number, pid),
+            TokenizeItem(FieldType.NAME, record.name, pid),
+        ]
     tokens = await vault_client.tokenize(items)
     issuer = await platform.keys.signer()
 
     def seed(session: Any) -> dict[str, Any]:
         for i, pid in enumerate(ids):
-            session.add(Person(
-                id=pid, id_token=tokens[2 * i].token, name_token=tokens[2 * i + 1].token,
-                id_type="RESIDENT", masked_name=tokens[2 * i + 1].masked,
-                masked_id_number=tokens[2 * i].masked, division_code="510402", color=1,
-            ))
+            session.add(
+                Person(
+                    id=pid,
+                    id_token=tokens[2 * i].token,
+                    name_token=tokens[2 * i + 1].token,
+                    id_type="RESIDENT",
+                    masked_name=tokens[2 * i + 1].masked,
+                    masked_id_number=tokens[2 * i].masked,
+                    division_code="510402",
+                    color=1,
+                )
+            )
         checkpoint = Checkpoint(id=new_id(), name="bench", division_code="510402")
         session.add(checkpoint)
         session.flush()
-        staff = Account(id=new_id(), role="staff", checkpoint_id=checkpoint.id,
-                        division_code="510402")
+        staff = Account(
+            id=new_id(), role="staff", checkpoint_id=checkpoint.id, division_code="510402"
+        )
         provincial = Account(id=new_id(), role="provincial")
         session.add_all([staff, provincial])
         session.flush()
@@ -150,23 +171,37 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
         issued = []
         for n in range(codes):
             person = session.get(Person, ids[n % len(ids)])
-            code = issuer.issue(colour=Colour.GREEN, masked_name=person.masked_name,
-                                masked_id=person.masked_id_number, kind=CodeKind.DYNAMIC)
-            remember_code(session, code.claims, person_id=person.id, kid=issuer.key.kid,
-                          issued_by=staff.id)
+            code = issuer.issue(
+                colour=Colour.GREEN,
+                masked_name=person.masked_name,
+                masked_id=person.masked_id_number,
+                kind=CodeKind.DYNAMIC,
+            )
+            remember_code(
+                session, code.claims, person_id=person.id, kid=issuer.key.kid, issued_by=staff.id
+            )
             issued.append(code.code)
         return {
-            "staff": create_login_session(session, staff.id, settings=settings, now=now)
-            .access_token,
-            "provincial": create_login_session(session, provincial.id, settings=settings,
-                                               now=now).access_token,
+            "staff": create_login_session(
+                session, staff.id, settings=settings, now=now
+            ).access_token,
+            "provincial": create_login_session(
+                session, provincial.id, settings=settings, now=now
+            ).access_token,
             "codes": issued,
         }
 
     seeded = await db.run(seed)
-    mine = tuple(s for s in SERVICES if s[2] in (
-        "healthcode.v1.CodeService", "healthcode.v1.VerificationService",
-        "healthcode.v1.CheckpointService"))
+    mine = tuple(
+        s
+        for s in SERVICES
+        if s[2]
+        in (
+            "healthcode.v1.CodeService",
+            "healthcode.v1.VerificationService",
+            "healthcode.v1.CheckpointService",
+        )
+    )
     server, _ = build_server(platform, services=mine)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -177,11 +212,20 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
     async def echo_handler(request: ver_pb.VerifyCodeRequest, context: Any) -> Any:
         return response
 
-    echo.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.v1.Echo", {
-        "Echo": grpc.unary_unary_rpc_method_handler(
-            echo_handler, request_deserializer=ver_pb.VerifyCodeRequest.FromString,
-            response_serializer=ver_pb.VerifyCodeResponse.SerializeToString),
-    }),))
+    echo.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.v1.Echo",
+                {
+                    "Echo": grpc.unary_unary_rpc_method_handler(
+                        echo_handler,
+                        request_deserializer=ver_pb.VerifyCodeRequest.FromString,
+                        response_serializer=ver_pb.VerifyCodeResponse.SerializeToString,
+                    ),
+                },
+            ),
+        )
+    )
     echo_port = echo.add_insecure_port("127.0.0.1:0")
     await echo.start()
     print(json.dumps({"port": port, "echo_port": echo_port, **seeded}), flush=True)
@@ -273,15 +317,20 @@ async def _client(info: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     echo = grpc.aio.insecure_channel(f"127.0.0.1:{info['echo_port']}", options=options)
     stub = ver_grpc.VerificationServiceStub(server)
     echo_call = echo.unary_unary(
-        ECHO_METHOD, request_serializer=ver_pb.VerifyCodeRequest.SerializeToString,
-        response_deserializer=ver_pb.VerifyCodeResponse.FromString)
+        ECHO_METHOD,
+        request_serializer=ver_pb.VerifyCodeRequest.SerializeToString,
+        response_deserializer=ver_pb.VerifyCodeResponse.FromString,
+    )
     run_id = secrets.token_hex(3)
     counter = iter(range(10**9))
 
     def verify_request(n: int, i: int) -> ver_pb.VerifyCodeRequest:
         return ver_pb.VerifyCodeRequest(
-            code=codes[(n * 7919 + i) % len(codes)], direction=1, temperature_celsius=36.5,
-            request_id=f"bench-{run_id}-{next(counter)}")
+            code=codes[(n * 7919 + i) % len(codes)],
+            direction=1,
+            temperature_celsius=36.5,
+            request_id=f"bench-{run_id}-{next(counter)}",
+        )
 
     async def echo_rpc(request: ver_pb.VerifyCodeRequest) -> Any:
         return await echo_call(request)
@@ -304,21 +353,34 @@ async def _client(info: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     rounds: dict[str, list[Any]] = {"echo": [], "verify": [], "batch": [], "raw": []}
     none = Phase(1.0, 1.0, 1.0, 0)
     for r in range(args.rounds):
-        rounds["echo"].append(await _run_phase(echo_rpc, verify_request, args.callers,
-                                               args.seconds) if "echo" in args.phases else none)
-        rounds["verify"].append(await _run_phase(verify_rpc, verify_request, args.callers,
-                                                 args.seconds)
-                                if "verify" in args.phases else none)
-        rounds["batch"].append(await _run_phase(batch_rpc, lambda n, i: batch_request,
-                                                args.batch_callers, args.seconds)
-                               if "batch" in args.phases else none)
-        rounds["raw"].append(_raw_verify_rate(codes, args.seconds)
-                             if "batch" in args.phases else 1.0)
+        rounds["echo"].append(
+            await _run_phase(echo_rpc, verify_request, args.callers, args.seconds)
+            if "echo" in args.phases
+            else none
+        )
+        rounds["verify"].append(
+            await _run_phase(verify_rpc, verify_request, args.callers, args.seconds)
+            if "verify" in args.phases
+            else none
+        )
+        rounds["batch"].append(
+            await _run_phase(
+                batch_rpc, lambda n, i: batch_request, args.batch_callers, args.seconds
+            )
+            if "batch" in args.phases
+            else none
+        )
+        rounds["raw"].append(
+            _raw_verify_rate(codes, args.seconds) if "batch" in args.phases else 1.0
+        )
         e, v = rounds["echo"][-1], rounds["verify"][-1]
-        print(f"round {r + 1}: echo {e.rps:7.0f} rps p99 {e.p99_ms:6.2f} ms | verify "
-              f"{v.rps:7.0f} rps p99 {v.p99_ms:6.2f} ms | batch "
-              f"{rounds['batch'][-1].rps * args.batch:7.0f} codes/s | raw "
-              f"{rounds['raw'][-1]:7.0f} verify/s", flush=True)
+        print(
+            f"round {r + 1}: echo {e.rps:7.0f} rps p99 {e.p99_ms:6.2f} ms | verify "
+            f"{v.rps:7.0f} rps p99 {v.p99_ms:6.2f} ms | batch "
+            f"{rounds['batch'][-1].rps * args.batch:7.0f} codes/s | raw "
+            f"{rounds['raw'][-1]:7.0f} verify/s",
+            flush=True,
+        )
     await server.close()
     await echo.close()
     return rounds
@@ -331,8 +393,12 @@ def _best(phases: list[Phase]) -> Phase:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--pg-url", default=os.environ.get(
-        "HEALTHCODE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get(
+            "HEALTHCODE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
     parser.add_argument("--callers", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -340,8 +406,11 @@ def main() -> None:
     parser.add_argument("--batch-callers", type=int, default=2)
     parser.add_argument("--persons", type=int, default=200)
     parser.add_argument("--codes", type=int, default=2000)
-    parser.add_argument("--phases", default="echo,verify,batch",
-                        help="comma-separated subset of echo,verify,batch (for profiling)")
+    parser.add_argument(
+        "--phases",
+        default="echo,verify,batch",
+        help="comma-separated subset of echo,verify,batch (for profiling)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.callers <= 256 or not 1 <= args.batch <= 500:
@@ -352,10 +421,25 @@ def main() -> None:
 
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    child = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
-        [sys.executable, __file__, "--serve", "--db", args.db, "--pg-url", args.pg_url,
-         "--persons", str(args.persons), "--codes", str(args.codes)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=root, text=True,
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            "--db",
+            args.db,
+            "--pg-url",
+            args.pg_url,
+            "--persons",
+            str(args.persons),
+            "--codes",
+            str(args.codes),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=root,
+        text=True,
     )
     try:
         assert child.stdout is not None
@@ -378,22 +462,34 @@ def main() -> None:
     batch_rate = max(p.rps for p in rounds["batch"]) * args.batch
     raw_rate = max(rounds["raw"])
     print()
-    print(f"database: {args.db}; callers: {args.callers}; {args.rounds} rounds of "
-          f"{args.seconds:.0f} s; best round counts (median in brackets)")
-    for name, phase, phases in (("echo", echo, rounds["echo"]),
-                                ("VerifyCode", verify, rounds["verify"])):
-        print(f"  {name:<11} {phase.rps:8.0f} rps  p50 {phase.p50_ms:6.2f} ms  p99 "
-              f"{phase.p99_ms:6.2f} ms  errors {sum(p.errors for p in phases)}  "
-              f"[{statistics.median(p.rps for p in phases):.0f} rps]")
+    print(
+        f"database: {args.db}; callers: {args.callers}; {args.rounds} rounds of "
+        f"{args.seconds:.0f} s; best round counts (median in brackets)"
+    )
+    for name, phase, phases in (
+        ("echo", echo, rounds["echo"]),
+        ("VerifyCode", verify, rounds["verify"]),
+    ):
+        print(
+            f"  {name:<11} {phase.rps:8.0f} rps  p50 {phase.p50_ms:6.2f} ms  p99 "
+            f"{phase.p99_ms:6.2f} ms  errors {sum(p.errors for p in phases)}  "
+            f"[{statistics.median(p.rps for p in phases):.0f} rps]"
+        )
     rps_ratio = verify.rps / echo.rps
     p99_ratio = verify.p99_ms / echo.p99_ms
-    print(f"  VerifyCode/echo rps ratio {rps_ratio:.2f} (target >= 0.60) "
-          f"{'OK' if rps_ratio >= 0.6 else 'MISSED'}")
-    print(f"  VerifyCode/echo p99 ratio {p99_ratio:.2f} (target <= 2.00) "
-          f"{'OK' if p99_ratio <= 2.0 else 'MISSED'}")
-    print(f"  BatchVerifyCodes {batch_rate:8.0f} codes/s  raw ES256 verify {raw_rate:8.0f}/s  "
-          f"ratio {batch_rate / raw_rate:.2f} (target >= 0.70) "
-          f"{'OK' if batch_rate / raw_rate >= 0.7 else 'MISSED'}")
+    print(
+        f"  VerifyCode/echo rps ratio {rps_ratio:.2f} (target >= 0.60) "
+        f"{'OK' if rps_ratio >= 0.6 else 'MISSED'}"
+    )
+    print(
+        f"  VerifyCode/echo p99 ratio {p99_ratio:.2f} (target <= 2.00) "
+        f"{'OK' if p99_ratio <= 2.0 else 'MISSED'}"
+    )
+    print(
+        f"  BatchVerifyCodes {batch_rate:8.0f} codes/s  raw ES256 verify {raw_rate:8.0f}/s  "
+        f"ratio {batch_rate / raw_rate:.2f} (target >= 0.70) "
+        f"{'OK' if batch_rate / raw_rate >= 0.7 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

@@ -99,11 +99,8 @@ def _verify_one(
                 return _replayed(session, done)
         raise store.rejection_error(outcome)
     verified = outcome
-    holder = store.holder_or_reject(
-        store.find_holders(session, [verified.claims.code_id]), verified
-    )
-    person = holder.person
-    color = current_color(session, person, now)
+    person = store.holder_view(session, verified, now)
+    color = person.color
     decision = store.decide(color, request.temperature_celsius)
     passage_id = ""
     if records:
@@ -258,8 +255,7 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
             principal.require_checkpoint()
         snapshot = await self._keys.snapshot()
         verifier = snapshot.verifier
-        return await run_unit(
-            self._db,
+        return await self._committer.run(
             _verify_one,
             request,
             principal,

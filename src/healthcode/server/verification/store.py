@@ -35,7 +35,7 @@ from healthcode.common.errors import FieldViolation, InvalidArgument, NotFound, 
 from healthcode.server.codes.models import IssuedCodeRecord
 from healthcode.server.db.base import new_id
 from healthcode.server.db.models import Checkpoint, Passage, Person
-from healthcode.server.status.rules import current_color
+from healthcode.server.status.rules import RULES_VERSION, current_color
 
 GREEN = common_pb2.CODE_COLOR_GREEN
 ALLOW = common_pb2.PASSAGE_DECISION_ALLOW
@@ -94,6 +94,58 @@ _HOLDERS = (
 )
 
 
+_codes_t = cast(Table, IssuedCodeRecord.__table__)
+_persons_t = cast(Table, Person.__table__)
+_HOLDER_ROW = (
+    select(
+        _codes_t.c.revoked_at,
+        _persons_t.c.id,
+        _persons_t.c.color,
+        _persons_t.c.rules_version,
+        _persons_t.c.status_valid_until,
+        _persons_t.c.masked_name,
+        _persons_t.c.masked_id_number,
+    )
+    .join(_persons_t, _persons_t.c.id == _codes_t.c.person_id)
+    .where(_codes_t.c.cti == bindparam("cti"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PersonView:
+    """What the gate shows and decides on: id, colour, masked name and ID number."""
+
+    id: str
+    color: int
+    masked_name: str
+    masked_id_number: str
+
+
+def holder_view(
+    session: Session, verified: VerifiedCode, now: dt.datetime, field: str = "code"
+) -> PersonView:
+    """The holder of a verified code with their CURRENT colour, in one Core query.
+
+    The stored colour is used while it is valid (same rules version, ``status_valid_until`` not
+    passed, exactly as :func:`healthcode.server.status.rules.current_color` decides); otherwise
+    the Person is loaded and recomputed through the rules. CODE_REVOKED / CODE_NOT_FOUND as
+    :func:`holder_or_reject`.
+    """
+    row = session.connection().execute(_HOLDER_ROW, {"cti": verified.claims.code_id}).first()
+    if row is None:
+        raise NotFound(CODE_NOT_FOUND, f"{field} is not known to this platform")
+    revoked_at, person_id, color, rules_version, valid_until, masked_name, masked_id = row
+    if revoked_at is not None:
+        raise rejection_error(CodeRevoked("the code has been revoked"), field)
+    if valid_until is not None and valid_until.tzinfo is None:
+        valid_until = valid_until.replace(tzinfo=dt.UTC)
+    if rules_version != RULES_VERSION or (valid_until is not None and now >= valid_until):
+        person = session.get(Person, person_id)
+        assert person is not None
+        color = current_color(session, person, now)
+    return PersonView(person_id, color, masked_name, masked_id)
+
+
 def find_holders(session: Session, ctis: Sequence[bytes]) -> dict[bytes, Holder]:
     """The holders of the given code ids in ONE query (missing ids are absent)."""
     if not ctis:
@@ -118,7 +170,7 @@ def holder_or_reject(
     return holder
 
 
-def masked_identity(person: Person) -> common_pb2.MaskedIdentity:
+def masked_identity(person: Person | PersonView) -> common_pb2.MaskedIdentity:
     """Masked name and ID number (no phone: a gate does not need it)."""
     return common_pb2.MaskedIdentity(
         masked_name=person.masked_name, masked_id_number=person.masked_id_number
@@ -243,8 +295,9 @@ def record_passage(  # noqa: PLR0917 - unit of work, called positionally via Dat
         "scan_id": scan.scan_id,
         "created_at": dt.datetime.now(dt.UTC),
     }
-    stmt = _INSERT_PG if session.get_bind().dialect.name == "postgresql" else _INSERT_SQLITE
-    inserted = session.execute(stmt, params).scalar_one_or_none()
+    connection = session.connection()
+    stmt = _INSERT_PG if connection.dialect.name == "postgresql" else _INSERT_SQLITE
+    inserted = connection.execute(stmt, params).scalar_one_or_none()
     if inserted is None:
         existing = existing_passage(session, gate.source_id, scan.scan_id)
         assert existing is not None
