@@ -3,8 +3,10 @@ INTERNAL with a generic message (the exception type is logged, never its text: i
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -28,7 +30,12 @@ async def _map_errors(context: Context, method: str) -> AsyncIterator[None]:
     except (grpc.aio.AbortError, StopAsyncIteration, GeneratorExit):
         raise
     except Exception as exc:
-        log.error("unhandled error", method=method, error_type=type(exc).__name__)
+        # Where it happened (file:line:function), never the message or locals: they may hold PII.
+        where = [
+            f"{Path(frame.filename).name}:{frame.lineno}:{frame.name}"
+            for frame in traceback.extract_tb(exc.__traceback__)[-8:]
+        ]
+        log.error("unhandled error", method=method, error_type=type(exc).__name__, where=where)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 

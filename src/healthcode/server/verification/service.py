@@ -156,36 +156,34 @@ def _batch_lookup(
 ) -> pb.BatchVerifyCodesResponse:
     now = utcnow()
     ctis = [o.claims.code_id for o in outcomes if isinstance(o, VerifiedCode)]
-    holders = store.find_holders(session, ctis)
-    colours: dict[str, int] = {}
-    results = []
+    holders = store.holder_views(session, ctis, now)
+    identities: dict[str, common_pb2.MaskedIdentity] = {}
+    results: list[pb.CodeVerification] = []
+    append = results.append
     for index, outcome in enumerate(outcomes):
         if isinstance(outcome, CodeRejected):
-            results.append(pb.CodeVerification(index=index, valid=False, reason=outcome.reason))
+            append(pb.CodeVerification(index=index, reason=outcome.reason))
             continue
-        holder = holders.get(outcome.claims.code_id)
-        if holder is None:
-            results.append(
-                pb.CodeVerification(index=index, valid=False, reason=store.CODE_NOT_FOUND)
-            )
-            continue
-        if holder.revoked:
-            results.append(pb.CodeVerification(index=index, valid=False, reason="CODE_REVOKED"))
-            continue
-        person = holder.person
-        color = colours.get(person.id)
-        if color is None:
-            color = colours[person.id] = current_color(session, person, now)
         claims = outcome.claims
-        results.append(
+        if claims.code_id not in holders:
+            append(pb.CodeVerification(index=index, reason=store.CODE_NOT_FOUND))
+            continue
+        person = holders[claims.code_id]
+        if person is None:
+            append(pb.CodeVerification(index=index, reason="CODE_REVOKED"))
+            continue
+        identity = identities.get(person.id)
+        if identity is None:
+            identity = identities[person.id] = store.masked_identity(person)
+        append(
             pb.CodeVerification(
                 index=index,
                 valid=True,
-                color=color,  # type: ignore[arg-type]
+                color=person.color,  # type: ignore[arg-type]
                 signed_color=int(claims.colour),  # type: ignore[arg-type]
                 kind=int(claims.kind),  # type: ignore[arg-type]
-                expire_time=_expire_ts(claims.expires_at),
-                identity=store.masked_identity(person),
+                expire_time=Timestamp(seconds=claims.expires_at),
+                identity=identity,
             )
         )
     return pb.BatchVerifyCodesResponse(results=results)

@@ -121,6 +121,58 @@ class PersonView:
     masked_id_number: str
 
 
+_HOLDER_ROWS = (
+    select(
+        _codes_t.c.cti,
+        _codes_t.c.revoked_at,
+        _persons_t.c.id,
+        _persons_t.c.color,
+        _persons_t.c.rules_version,
+        _persons_t.c.status_valid_until,
+        _persons_t.c.masked_name,
+        _persons_t.c.masked_id_number,
+    )
+    .join(_persons_t, _persons_t.c.id == _codes_t.c.person_id)
+    .where(_codes_t.c.cti.in_(bindparam("ctis", expanding=True)))
+)
+
+
+def _colour_now(  # noqa: PLR0917 - the row's columns, in order
+    session: Session,
+    person_id: str,
+    color: int,
+    rules_version: str,
+    valid_until: dt.datetime | None,
+    now: dt.datetime,
+) -> int:
+    if valid_until is not None and valid_until.tzinfo is None:
+        valid_until = valid_until.replace(tzinfo=dt.UTC)
+    if rules_version != RULES_VERSION or (valid_until is not None and now >= valid_until):
+        person = session.get(Person, person_id)
+        assert person is not None
+        return current_color(session, person, now)
+    return color
+
+
+def holder_views(
+    session: Session, ctis: Sequence[bytes], now: dt.datetime
+) -> dict[bytes, PersonView | None]:
+    """Holders of many codes in ONE Core query: a view, None when revoked, absent if unknown."""
+    if not ctis:
+        return {}
+    out: dict[bytes, PersonView | None] = {}
+    colours: dict[str, int] = {}
+    rows = session.connection().execute(_HOLDER_ROWS, {"ctis": list(set(ctis))})
+    for cti, revoked_at, pid, color, version, valid_until, name, masked_id in rows:
+        if revoked_at is not None:
+            out[cti] = None
+            continue
+        if pid not in colours:
+            colours[pid] = _colour_now(session, pid, color, version, valid_until, now)
+        out[cti] = PersonView(pid, colours[pid], name, masked_id)
+    return out
+
+
 def holder_view(
     session: Session, verified: VerifiedCode, now: dt.datetime, field: str = "code"
 ) -> PersonView:
@@ -137,12 +189,7 @@ def holder_view(
     revoked_at, person_id, color, rules_version, valid_until, masked_name, masked_id = row
     if revoked_at is not None:
         raise rejection_error(CodeRevoked("the code has been revoked"), field)
-    if valid_until is not None and valid_until.tzinfo is None:
-        valid_until = valid_until.replace(tzinfo=dt.UTC)
-    if rules_version != RULES_VERSION or (valid_until is not None and now >= valid_until):
-        person = session.get(Person, person_id)
-        assert person is not None
-        color = current_color(session, person, now)
+    color = _colour_now(session, person_id, color, rules_version, valid_until, now)
     return PersonView(person_id, color, masked_name, masked_id)
 
 
