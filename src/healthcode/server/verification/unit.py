@@ -109,7 +109,7 @@ class GroupCommitter:
     the per-process writer lock per batch; on PostgreSQL a few workers run batches in parallel.
     """
 
-    def __init__(self, db: Database, *, max_batch: int = 64, workers: int | None = None) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 16, workers: int | None = None) -> None:
         self._db = db
         self._lock = _lock_for(db)
         self.max_batch = max_batch
