@@ -13,7 +13,7 @@ def test_sweep_finds_every_form_and_reports_only_labels() -> None:
     for index, form in enumerate(value_forms(value)):
         blob = b"header" + form + b"trailer"
         hits = find_pii({"db.sqlite3": blob}, {value})
-        assert hits == [f"db.sqlite3 (form #{index})"]
+        assert f"db.sqlite3 (form #{index})" in hits
         assert value not in hits[0]
     assert find_pii({"clean": b"5***************12"}, {value}) == []
     name = people.name()
