@@ -29,11 +29,5 @@ def upgrade(url: str, revision: str = "head") -> None:
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
-            if not any((MIGRATIONS / "versions").glob("*.py")):
-                # Development only, until the first revision is generated.
-                import healthcode.server.db.all_models  # noqa: F401
-                from healthcode.server.db.base import Base
-
-                Base.metadata.create_all(conn)
     finally:
         engine.dispose()
