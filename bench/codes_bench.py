@@ -42,8 +42,9 @@ def main() -> None:
     old = IssuerKey.generate("CN-510400", not_before=NOW - 90 * 86400, not_after=NOW - 86400)
     issuer = CodeIssuer(key)
     codes = [
-        issuer.issue(colour=Colour.GREEN, masked_name="张*", masked_id="5***************12",
-                     now=NOW).code
+        issuer.issue(
+            colour=Colour.GREEN, masked_name="张*", masked_id="5***************12", now=NOW
+        ).code
         for _ in range(args.codes)
     ]
     verifier = CodeVerifier(KeyRing([key, old]), revoked=frozenset({b"\x00" * 16}))
@@ -75,12 +76,13 @@ def main() -> None:
     def full_issue() -> int:
         issue = issuer.issue
         for _ in range(len(messages)):
-            issue(colour=Colour.GREEN, masked_name="张*", masked_id="5***************12",
-                  now=NOW)
+            issue(colour=Colour.GREEN, masked_name="张*", masked_id="5***************12", now=NOW)
         return len(messages)
 
-    print(f"code length {len(codes[0])} chars, Sig_structure {len(messages[0])} bytes, "
-          f"{args.codes} codes x {args.rounds} rounds")
+    print(
+        f"code length {len(codes[0])} chars, Sig_structure {len(messages[0])} bytes, "
+        f"{args.codes} codes x {args.rounds} rounds"
+    )
     for label, baseline, candidate in (
         ("verify", raw_verify, full_verify),
         ("issue", raw_sign, full_issue),
@@ -92,8 +94,10 @@ def main() -> None:
             rate(candidate, cand)
         b, c = max(base), max(cand)
         bm, cm = statistics.median(base), statistics.median(cand)
-        print(f"{label}: raw ES256 {b:,.0f}/s  full code {c:,.0f}/s  ratio {c / b:.3f} (best); "
-              f"medians {bm:,.0f}/s {cm:,.0f}/s ratio {cm / bm:.3f}")
+        print(
+            f"{label}: raw ES256 {b:,.0f}/s  full code {c:,.0f}/s  ratio {c / b:.3f} (best); "
+            f"medians {bm:,.0f}/s {cm:,.0f}/s ratio {cm / bm:.3f}"
+        )
 
 
 if __name__ == "__main__":

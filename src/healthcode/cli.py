@@ -144,7 +144,7 @@ def up(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        vault_proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        vault_proc = subprocess.Popen(
             [sys.executable, "-m", "healthcode", "vault", "serve"], env=env, start_new_session=True
         )
         procs.append(vault_proc)
@@ -155,7 +155,7 @@ def up(
             summary = seed_demo(data, vault_address=vault_listen)
             if summary:
                 console.print(f"demo city seeded; accounts and device token in {summary}")
-        server_proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        server_proc = subprocess.Popen(
             [sys.executable, "-m", "healthcode", "server"], env=env, start_new_session=True
         )
         procs.append(server_proc)

@@ -54,9 +54,7 @@ async def _seed(home: Path, vault_address: str) -> Path | None:
     settings = ServerSettings(home=home, privacy_vault_address=vault_address)
     platform = await build_platform(settings)
     try:
-        seeded = await platform.db.run(
-            lambda s: s.get(Setting, "demo_seeded") is not None
-        )
+        seeded = await platform.db.run(lambda s: s.get(Setting, "demo_seeded") is not None)
         if seeded:
             return None
         checkpoint_ids = await platform.db.run(_create_checkpoints)
@@ -67,17 +65,25 @@ async def _seed(home: Path, vault_address: str) -> Path | None:
                 platform, phone, display, role, checkpoint_id, division
             )
             accounts.append(
-                {"phone": phone, "display_name": display, "role": role.value,
-                 "account_id": account_id, "checkpoint_id": checkpoint_id}
+                {
+                    "phone": phone,
+                    "display_name": display,
+                    "role": role.value,
+                    "account_id": account_id,
+                    "checkpoint_id": checkpoint_id,
+                }
             )
         device_token = secrets.token_urlsafe(32)
         device_id = await platform.db.run(_enrol_device, checkpoint_ids[0], device_token)
         summary = {
-            "note": "synthetic demo data; log in with these phones, codes appear in sms-outbox.jsonl",
+            "note": "synthetic demo data; log in with these phones; codes go to sms-outbox.jsonl",
             "checkpoints": dict(zip([c[1] for c in DEMO_CHECKPOINTS], checkpoint_ids, strict=True)),
             "accounts": accounts,
-            "device": {"device_id": device_id, "checkpoint_id": checkpoint_ids[0],
-                       "token": device_token},
+            "device": {
+                "device_id": device_id,
+                "checkpoint_id": checkpoint_ids[0],
+                "token": device_token,
+            },
         }
         path = home / "demo.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

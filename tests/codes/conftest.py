@@ -20,8 +20,7 @@ def issuer_key() -> IssuerKey:
 
 @pytest.fixture(scope="session")
 def list_key() -> IssuerKey:
-    return IssuerKey.generate("CN-510400-TL", not_before=NOW - 365 * DAY,
-                              not_after=NOW + 365 * DAY)
+    return IssuerKey.generate("CN-510400-TL", not_before=NOW - 365 * DAY, not_after=NOW + 365 * DAY)
 
 
 @pytest.fixture

@@ -30,8 +30,7 @@ VALID = [
     CodeIssuer(KEY).issue(colour=colour, masked_name=NAME, masked_id=MASKED_ID, now=NOW).code
     for colour in Colour
 ]
-FUZZ = settings(max_examples=400, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def check(code: str | bytes) -> None:
@@ -49,17 +48,24 @@ def envelope(payload: bytes) -> str:
 
 
 cbor_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.binary(max_size=70),
-    st.text(max_size=20), st.sampled_from([KEY.kid, -7, 18, 1, 4, NOW, NOW + 300]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.binary(max_size=70),
+    st.text(max_size=20),
+    st.sampled_from([KEY.kid, -7, 18, 1, 4, NOW, NOW + 300]),
 )
 cbor_value = st.recursive(
     cbor_leaf,
     lambda inner: st.one_of(
         st.lists(inner, max_size=5),
-        st.dictionaries(st.one_of(st.integers(-70005, 10), st.text(max_size=3)), inner,
-                        max_size=9),
-        st.builds(cbor2.CBORTag, st.sampled_from([0, 1, 2, 3, 4, 5, 18, 24, 28, 29, 30, 35, 36,
-                                                  37, 258, 260, 55799]), inner),
+        st.dictionaries(st.one_of(st.integers(-70005, 10), st.text(max_size=3)), inner, max_size=9),
+        st.builds(
+            cbor2.CBORTag,
+            st.sampled_from([0, 1, 2, 3, 4, 5, 18, 24, 28, 29, 30, 35, 36, 37, 258, 260, 55799]),
+            inner,
+        ),
     ),
     max_leaves=20,
 )
@@ -100,15 +106,18 @@ def test_random_cbor_in_valid_envelope(value: Any) -> None:
 @given(
     header=st.dictionaries(st.sampled_from([1, 2, 3, 4, 5, -1]), cbor_value, max_size=4),
     unprotected=cbor_value,
-    claims=st.dictionaries(st.sampled_from([1, 4, 6, 7, -70001, -70002, -70003, -70004, 99]),
-                           cbor_value, max_size=9),
+    claims=st.dictionaries(
+        st.sampled_from([1, 4, 6, 7, -70001, -70002, -70003, -70004, 99]), cbor_value, max_size=9
+    ),
     signature=st.binary(max_size=70),
 )
-def test_random_cose_shapes(header: dict[int, Any], unprotected: Any, claims: dict[int, Any],
-                            signature: bytes) -> None:
+def test_random_cose_shapes(
+    header: dict[int, Any], unprotected: Any, claims: dict[int, Any], signature: bytes
+) -> None:
     try:
-        message = cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps(header), unprotected,
-                                                 cbor2.dumps(claims), signature]))
+        message = cbor2.dumps(
+            cbor2.CBORTag(18, [cbor2.dumps(header), unprotected, cbor2.dumps(claims), signature])
+        )
     except (ValueError, TypeError, OverflowError):
         return
     check(envelope(message))
@@ -128,12 +137,15 @@ def test_mutations_of_valid_codes(code: str, data: st.DataObject) -> None:
         check(envelope(bytes(raw[: data.draw(st.integers(0, len(raw) - 1))])))
     elif kind == "insert":
         at = data.draw(st.integers(0, len(raw)))
-        check(envelope(bytes(raw[:at]) + data.draw(st.binary(min_size=1, max_size=8))
-                       + bytes(raw[at:])))
+        check(
+            envelope(
+                bytes(raw[:at]) + data.draw(st.binary(min_size=1, max_size=8)) + bytes(raw[at:])
+            )
+        )
     else:
         at = data.draw(st.integers(0, len(code) - 1))
         replacement = data.draw(st.text(min_size=0, max_size=3))
-        check(code[:at] + replacement + code[at + 1:])
+        check(code[:at] + replacement + code[at + 1 :])
 
 
 def test_every_single_bit_flip_of_a_code_is_rejected() -> None:

@@ -25,8 +25,7 @@ def _cose_bytes(code: str) -> bytes:
 
 
 def _issue(issuer: CodeIssuer, now: float = NOW) -> str:
-    return issuer.issue(colour=Colour.YELLOW, masked_name=NAME, masked_id=MASKED_ID,
-                        now=now).code
+    return issuer.issue(colour=Colour.YELLOW, masked_name=NAME, masked_id=MASKED_ID, now=now).code
 
 
 def test_pycose_verifies(issuer: CodeIssuer, issuer_key: IssuerKey) -> None:
@@ -48,13 +47,11 @@ def test_pycose_rejects_a_tampered_code(issuer: CodeIssuer, issuer_key: IssuerKe
     assert not message.verify_signature()
 
 
-def test_cwt_package_verifies_and_reads_claims(issuer: CodeIssuer, issuer_key: IssuerKey
-                                               ) -> None:
+def test_cwt_package_verifies_and_reads_claims(issuer: CodeIssuer, issuer_key: IssuerKey) -> None:
     # cwt checks exp/iat against the real clock, so issue at the real time.
     issuer_key_now = IssuerKey(issuer_key.private_key, issuer_key.issuer, 0, 2**40)
     code = _issue(CodeIssuer(issuer_key_now), now=time.time())
-    key = cwt.COSEKey.from_pem(issuer_key.public.public_pem(), alg="ES256",
-                               kid=issuer_key.kid)
+    key = cwt.COSEKey.from_pem(issuer_key.public.public_pem(), alg="ES256", kid=issuer_key.kid)
     claims = cwt.decode(_cose_bytes(code), keys=[key])
     assert claims[1] == issuer_key.issuer
     assert claims[-70003] == NAME
@@ -75,8 +72,9 @@ def test_hand_check(issuer: CodeIssuer, issuer_key: IssuerKey) -> None:
     spki = issuer_key.public.spki_der
     assert header[4] == hashlib.sha256(spki).digest()[:8]
     sig_structure = cbor2.dumps(["Signature1", protected, b"", payload])
-    der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
-                               int.from_bytes(signature[32:], "big"))
+    der = encode_dss_signature(
+        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    )
     issuer_key.private_key.public_key().verify(der, sig_structure, ec.ECDSA(hashes.SHA256()))
     claims = cbor2.loads(payload)
     assert set(claims) == {1, 4, 6, 7, -70001, -70002, -70003, -70004}

@@ -22,10 +22,12 @@ from tests.codes.conftest import MASKED_ID, NAME, NOW
 
 
 @pytest.mark.parametrize("kind", list(CodeKind))
-def test_png_decodes_with_zxing_and_verifies(issuer: CodeIssuer, verifier: CodeVerifier,
-                                             kind: CodeKind) -> None:
-    issued = issuer.issue(colour=Colour.GREEN, kind=kind, masked_name=NAME,
-                          masked_id=MASKED_ID, now=NOW)
+def test_png_decodes_with_zxing_and_verifies(
+    issuer: CodeIssuer, verifier: CodeVerifier, kind: CodeKind
+) -> None:
+    issued = issuer.issue(
+        colour=Colour.GREEN, kind=kind, masked_name=NAME, masked_id=MASKED_ID, now=NOW
+    )
     png = render_png(issued.code, scale=4)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     image = Image.open(io.BytesIO(png))

@@ -37,11 +37,27 @@ from tests.codes.conftest import ISSUER, MASKED_ID, NAME, NOW
 
 
 def claims_map(**overrides: Any) -> dict[int, Any]:
-    claims: dict[int, Any] = {1: ISSUER, 6: NOW, 4: NOW + 300, 7: os.urandom(16), -70001: 1,
-                              -70002: 1, -70003: NAME, -70004: MASKED_ID}
+    claims: dict[int, Any] = {
+        1: ISSUER,
+        6: NOW,
+        4: NOW + 300,
+        7: os.urandom(16),
+        -70001: 1,
+        -70002: 1,
+        -70003: NAME,
+        -70004: MASKED_ID,
+    }
     for label, value in overrides.items():
-        key = {"iss": 1, "iat": 6, "exp": 4, "cti": 7, "colour": -70001, "kind": -70002,
-               "name": -70003, "id": -70004}[label]
+        key = {
+            "iss": 1,
+            "iat": 6,
+            "exp": 4,
+            "cti": 7,
+            "colour": -70001,
+            "kind": -70002,
+            "name": -70003,
+            "id": -70004,
+        }[label]
         if value is None:
             del claims[key]
         else:
@@ -49,18 +65,29 @@ def claims_map(**overrides: Any) -> dict[int, Any]:
     return claims
 
 
-def craft(key: IssuerKey, *, header: dict[int, Any] | None = None, payload: Any = None,
-          tag: int = 18, unprotected: Any = None, raw_payload: bytes | None = None,
-          signature: bytes | None = None) -> bytes:
+def craft(
+    key: IssuerKey,
+    *,
+    header: dict[int, Any] | None = None,
+    payload: Any = None,
+    tag: int = 18,
+    unprotected: Any = None,
+    raw_payload: bytes | None = None,
+    signature: bytes | None = None,
+) -> bytes:
     """A COSE_Sign1 message with any field replaced; signed correctly unless told otherwise."""
     protected = cbor2.dumps({1: -7, 4: key.kid} if header is None else header)
-    body = raw_payload if raw_payload is not None else cbor2.dumps(
-        claims_map() if payload is None else payload)
+    body = (
+        raw_payload
+        if raw_payload is not None
+        else cbor2.dumps(claims_map() if payload is None else payload)
+    )
     if signature is None:
         der = key.private_key.sign(sig_structure(protected, body), ec.ECDSA(hashes.SHA256()))
         signature = der_to_raw(der)
-    return cbor2.dumps(cbor2.CBORTag(tag, [protected, {} if unprotected is None else unprotected,
-                                           body, signature]))
+    return cbor2.dumps(
+        cbor2.CBORTag(tag, [protected, {} if unprotected is None else unprotected, body, signature])
+    )
 
 
 def wrap(message: bytes) -> str:
@@ -77,8 +104,9 @@ def test_valid_crafted_code_passes(issuer_key: IssuerKey, verifier: CodeVerifier
     assert verifier.verify(wrap(craft(issuer_key)), now=NOW).claims.issuer == ISSUER
 
 
-@pytest.mark.parametrize("code", ["", "JKM1", "jkm1:ABC", "HC1:6BFOXN", "JKM2:ABC", " JKM1:AB",
-                                  "健康码", b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "code", ["", "JKM1", "jkm1:ABC", "HC1:6BFOXN", "JKM2:ABC", " JKM1:AB", "健康码", b"\xff\xfe"]
+)
 def test_bad_prefix(verifier: CodeVerifier, code: str | bytes) -> None:
     error = rejected(verifier, code)
     assert isinstance(error, BadPrefix)
@@ -93,30 +121,43 @@ def test_bad_base45(verifier: CodeVerifier, tail: str) -> None:
 
 def test_bad_zlib(issuer_key: IssuerKey, verifier: CodeVerifier) -> None:
     message = craft(issuer_key)
-    for payload in (message, zlib.compress(message)[:-4], zlib.compress(message) + b"x",
-                    zlib.compress(b"\0" * 100_000), b""):
+    for payload in (
+        message,
+        zlib.compress(message)[:-4],
+        zlib.compress(message) + b"x",
+        zlib.compress(b"\0" * 100_000),
+        b"",
+    ):
         code = "JKM1:" + base45.b45encode(payload).decode()
         assert isinstance(rejected(verifier, code), BadZlib)
 
 
-@pytest.mark.parametrize("message", [
-    b"\xff", b"\x18", b"\xd2\x84", cbor2.dumps([1, 2, 3, 4]), cbor2.dumps({"a": 1}),
-    cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b""])),
-    cbor2.dumps(cbor2.CBORTag(18, ["text", {}, b"", b""])),
-    cbor2.dumps(cbor2.CBORTag(18, [b"\xa0", [], b"", b""])),
-    cbor2.dumps(cbor2.CBORTag(18, [b"\xff", {}, b"", b""])),
-    cbor2.dumps(cbor2.CBORTag(18, [b"\x80", {}, b"", b""])),
-    cbor2.dumps(cbor2.CBORTag(18, [b"\xa0", {}, b"", b""])),  # no alg
-    cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7}), {}, b"", b""])),  # no kid
-    cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7, 4: "text"}), {}, b"", b""])),
-    cbor2.dumps(cbor2.CBORTag(18, [b"\xa0", {}, None, b""])),  # detached payload
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"\xff",
+        b"\x18",
+        b"\xd2\x84",
+        cbor2.dumps([1, 2, 3, 4]),
+        cbor2.dumps({"a": 1}),
+        cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b""])),
+        cbor2.dumps(cbor2.CBORTag(18, ["text", {}, b"", b""])),
+        cbor2.dumps(cbor2.CBORTag(18, [b"\xa0", [], b"", b""])),
+        cbor2.dumps(cbor2.CBORTag(18, [b"\xff", {}, b"", b""])),
+        cbor2.dumps(cbor2.CBORTag(18, [b"\x80", {}, b"", b""])),
+        cbor2.dumps(cbor2.CBORTag(18, [b"\xa0", {}, b"", b""])),  # no alg
+        cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7}), {}, b"", b""])),  # no kid
+        cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -7, 4: "text"}), {}, b"", b""])),
+        cbor2.dumps(cbor2.CBORTag(18, [b"\xa0", {}, None, b""])),  # detached payload
+    ],
+)
 def test_bad_cose_structure(verifier: CodeVerifier, message: bytes) -> None:
     assert isinstance(rejected(verifier, wrap(message)), BadCose)
 
 
-def test_bad_cose_wrong_tag_and_trailing_bytes(issuer_key: IssuerKey,
-                                               verifier: CodeVerifier) -> None:
+def test_bad_cose_wrong_tag_and_trailing_bytes(
+    issuer_key: IssuerKey, verifier: CodeVerifier
+) -> None:
     for tag in (17, 98, 61):
         assert isinstance(rejected(verifier, wrap(craft(issuer_key, tag=tag))), BadCose)
     untagged = cbor2.loads(craft(issuer_key)).value
@@ -128,16 +169,41 @@ def test_bad_cose_wrong_tag_and_trailing_bytes(issuer_key: IssuerKey,
     assert isinstance(rejected(verifier, wrap(kid_unprotected)), BadCose)
 
 
-@pytest.mark.parametrize("overrides", [
-    {"iss": None}, {"iss": ""}, {"iss": 510400}, {"iss": "x" * 65},
-    {"iat": None}, {"iat": "1700000000"}, {"iat": 1.7e9}, {"iat": -1}, {"iat": True},
-    {"exp": None}, {"exp": NOW - 1}, {"exp": 2**64},
-    {"cti": None}, {"cti": b""}, {"cti": "abc"}, {"cti": b"x" * 65},
-    {"colour": None}, {"colour": 0}, {"colour": 4}, {"colour": "GREEN"}, {"colour": True},
-    {"kind": None}, {"kind": 3}, {"name": None}, {"name": b"\xe5"}, {"id": None}, {"id": 5},
-])
-def test_bad_cose_claims(issuer_key: IssuerKey, verifier: CodeVerifier,
-                         overrides: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"iss": None},
+        {"iss": ""},
+        {"iss": 510400},
+        {"iss": "x" * 65},
+        {"iat": None},
+        {"iat": "1700000000"},
+        {"iat": 1.7e9},
+        {"iat": -1},
+        {"iat": True},
+        {"exp": None},
+        {"exp": NOW - 1},
+        {"exp": 2**64},
+        {"cti": None},
+        {"cti": b""},
+        {"cti": "abc"},
+        {"cti": b"x" * 65},
+        {"colour": None},
+        {"colour": 0},
+        {"colour": 4},
+        {"colour": "GREEN"},
+        {"colour": True},
+        {"kind": None},
+        {"kind": 3},
+        {"name": None},
+        {"name": b"\xe5"},
+        {"id": None},
+        {"id": 5},
+    ],
+)
+def test_bad_cose_claims(
+    issuer_key: IssuerKey, verifier: CodeVerifier, overrides: dict[str, Any]
+) -> None:
     code = wrap(craft(issuer_key, payload=claims_map(**overrides)))
     assert isinstance(rejected(verifier, code), BadCose)
 
@@ -168,8 +234,7 @@ def test_unknown_kid(issuer_key: IssuerKey, verifier: CodeVerifier) -> None:
     assert isinstance(rejected(verifier, other_issuer), UnknownKid)
 
 
-def test_bad_signature(issuer: CodeIssuer, issuer_key: IssuerKey,
-                       verifier: CodeVerifier) -> None:
+def test_bad_signature(issuer: CodeIssuer, issuer_key: IssuerKey, verifier: CodeVerifier) -> None:
     message = bytearray(craft(issuer_key))
     message[-7] ^= 0x10  # one bit of the signature
     assert isinstance(rejected(verifier, wrap(bytes(message))), BadSignature)
@@ -180,16 +245,16 @@ def test_bad_signature(issuer: CodeIssuer, issuer_key: IssuerKey,
     stranger = IssuerKey.generate(ISSUER, not_before=0, not_after=2 * NOW)
     protected = cbor2.dumps({1: -7, 4: issuer_key.kid})
     payload = cbor2.dumps(claims_map())
-    forged = der_to_raw(stranger.private_key.sign(sig_structure(protected, payload),
-                                                  ec.ECDSA(hashes.SHA256())))
+    forged = der_to_raw(
+        stranger.private_key.sign(sig_structure(protected, payload), ec.ECDSA(hashes.SHA256()))
+    )
     code = wrap(cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, forged])))
     assert isinstance(rejected(verifier, code), BadSignature)
     # A payload changed after signing.
     good = craft(issuer_key)
     parts = cbor2.loads(good).value
     parts[2] = cbor2.dumps(claims_map(colour=1))
-    assert isinstance(rejected(verifier, wrap(cbor2.dumps(cbor2.CBORTag(18, parts)))),
-                      BadSignature)
+    assert isinstance(rejected(verifier, wrap(cbor2.dumps(cbor2.CBORTag(18, parts)))), BadSignature)
 
 
 def test_expired_with_skew(issuer: CodeIssuer, verifier: CodeVerifier) -> None:
@@ -204,8 +269,9 @@ def test_expired_with_skew(issuer: CodeIssuer, verifier: CodeVerifier) -> None:
 
 
 def test_not_yet_valid_beyond_skew(issuer: CodeIssuer, verifier: CodeVerifier) -> None:
-    issued = issuer.issue(colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID,
-                          kind=CodeKind.PRINTED, now=NOW)
+    issued = issuer.issue(
+        colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID, kind=CodeKind.PRINTED, now=NOW
+    )
     verifier.verify(issued.code, now=NOW - 60)
     error = rejected(verifier, issued.code, now=NOW - 61)
     assert isinstance(error, CodeNotYetValid)

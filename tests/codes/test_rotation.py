@@ -22,14 +22,21 @@ from tests.codes.conftest import DAY, ISSUER, MASKED_ID, NAME, NOW
 def test_rotation_old_codes_verify_until_expiry() -> None:
     old = IssuerKey.generate(ISSUER, not_before=NOW - 90 * DAY, not_after=NOW)
     new = IssuerKey.generate(ISSUER, not_before=NOW, not_after=NOW + 90 * DAY)
-    printed = CodeIssuer(old).issue(colour=Colour.GREEN, kind=CodeKind.PRINTED,
-                                    masked_name=NAME, masked_id=MASKED_ID, now=NOW - 10)
-    dynamic_old = CodeIssuer(old).issue(colour=Colour.GREEN, masked_name=NAME,
-                                        masked_id=MASKED_ID, now=NOW - 10)
+    printed = CodeIssuer(old).issue(
+        colour=Colour.GREEN,
+        kind=CodeKind.PRINTED,
+        masked_name=NAME,
+        masked_id=MASKED_ID,
+        now=NOW - 10,
+    )
+    dynamic_old = CodeIssuer(old).issue(
+        colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID, now=NOW - 10
+    )
     issuer = CodeIssuer(old)
     issuer.key = new  # rotation
-    dynamic_new = issuer.issue(colour=Colour.YELLOW, masked_name=NAME, masked_id=MASKED_ID,
-                               now=NOW + 10)
+    dynamic_new = issuer.issue(
+        colour=Colour.YELLOW, masked_name=NAME, masked_id=MASKED_ID, now=NOW + 10
+    )
     assert dynamic_new.claims.issued_at == NOW + 10
     ring = KeyRing([old.with_status(KeyStatus.RETIRED), new])
     verifier = CodeVerifier(ring)
@@ -47,8 +54,9 @@ def test_rotation_old_codes_verify_until_expiry() -> None:
 
 def test_retired_key_cannot_vouch_for_codes_dated_after_its_window() -> None:
     old = IssuerKey.generate(ISSUER, not_before=NOW - DAY, not_after=NOW + 10 * DAY)
-    late = CodeIssuer(old).issue(colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID,
-                                 now=NOW + 5 * DAY)
+    late = CodeIssuer(old).issue(
+        colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID, now=NOW + 5 * DAY
+    )
     shortened = IssuerKey(old.private_key, ISSUER, NOW - DAY, NOW, KeyStatus.RETIRED)
     with pytest.raises(UnknownKid, match="window"):
         CodeVerifier(KeyRing([shortened])).verify(late.code, now=NOW + 5 * DAY)
@@ -56,8 +64,11 @@ def test_retired_key_cannot_vouch_for_codes_dated_after_its_window() -> None:
 
 def test_revoked_key_verifies_nothing() -> None:
     key = IssuerKey.generate(ISSUER, not_before=NOW - DAY, not_after=NOW + DAY)
-    code = CodeIssuer(key).issue(colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID,
-                                 now=NOW).code
+    code = (
+        CodeIssuer(key)
+        .issue(colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID, now=NOW)
+        .code
+    )
     verifier = CodeVerifier(KeyRing([key.public.with_status(KeyStatus.REVOKED)]))
     with pytest.raises(CodeRevoked, match="key"):
         verifier.verify(code, now=NOW)
@@ -69,8 +80,11 @@ def test_every_key_with_the_kid_is_tried(monkeypatch: pytest.MonkeyPatch) -> Non
     # Simulate a kid collision: the second key announces itself under the first one's kid.
     object.__setattr__(second.public, "kid", first.kid)
     object.__setattr__(second, "kid", first.kid)
-    code = CodeIssuer(second).issue(colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID,
-                                    now=NOW).code
+    code = (
+        CodeIssuer(second)
+        .issue(colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID, now=NOW)
+        .code
+    )
     ring = KeyRing([first.public, second.public])
     assert len(ring.get(first.kid)) == 2
     assert CodeVerifier(ring).verify(code, now=NOW).key is second.public

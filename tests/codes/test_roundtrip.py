@@ -35,10 +35,10 @@ from tests.codes.conftest import ISSUER, MASKED_ID, NAME, NOW
 
 @pytest.mark.parametrize("colour", list(Colour))
 @pytest.mark.parametrize("kind", list(CodeKind))
-def test_round_trip(issuer: CodeIssuer, verifier: CodeVerifier, colour: Colour,
-                    kind: CodeKind) -> None:
-    issued = issuer.issue(colour=colour, kind=kind, masked_name=NAME, masked_id=MASKED_ID,
-                          now=NOW)
+def test_round_trip(
+    issuer: CodeIssuer, verifier: CodeVerifier, colour: Colour, kind: CodeKind
+) -> None:
+    issued = issuer.issue(colour=colour, kind=kind, masked_name=NAME, masked_id=MASKED_ID, now=NOW)
     assert issued.code.startswith("JKM1:")
     assert is_qr_alphanumeric(issued.code)
     assert len(issued.code) < 300
@@ -85,9 +85,16 @@ def test_verify_many(issuer: CodeIssuer, verifier: CodeVerifier) -> None:
     name=st.text(max_size=64),
     masked_id=st.text(max_size=63).map(lambda s: s + "*"),
 )
-def test_hand_encoded_claims_equal_cbor2(issuer: str, iat: int, ttl: int, cti: bytes,
-                                         colour: Colour, kind: CodeKind, name: str,
-                                         masked_id: str) -> None:
+def test_hand_encoded_claims_equal_cbor2(
+    issuer: str,
+    iat: int,
+    ttl: int,
+    cti: bytes,
+    colour: Colour,
+    kind: CodeKind,
+    name: str,
+    masked_id: str,
+) -> None:
     claims = HealthCodeClaims(issuer, iat, iat + ttl, cti, colour, kind, name, masked_id)
     claims.validate()
     encoded = claims.to_cbor()
@@ -132,27 +139,28 @@ def test_only_p256_keys() -> None:
 def test_issuer_refuses_bad_requests(issuer_key: IssuerKey) -> None:
     issuer = CodeIssuer(issuer_key)
     with pytest.raises(ValueError, match="masked"):
-        issuer.issue(colour=Colour.GREEN, masked_name=NAME, masked_id="510402199001011234",
-                     now=NOW)
+        issuer.issue(colour=Colour.GREEN, masked_name=NAME, masked_id="510402199001011234", now=NOW)
     with pytest.raises(ValueError, match="ttl"):
-        issuer.issue(colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID, now=NOW,
-                     ttl=301)
+        issuer.issue(colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID, now=NOW, ttl=301)
     with pytest.raises(ValueError, match="not active"):
-        issuer.issue(colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID,
-                     now=issuer_key.not_after + 1)
+        issuer.issue(
+            colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID, now=issuer_key.not_after + 1
+        )
     issuer.key = issuer_key.with_status(KeyStatus.RETIRED)
     with pytest.raises(ValueError, match="not active"):
         issuer.issue(colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID, now=NOW)
     other = IssuerKey.generate("CN-510000", not_before=0, not_after=2 * NOW)
-    claims = HealthCodeClaims(ISSUER, NOW, NOW + 1, os.urandom(16), Colour.GREEN,
-                              CodeKind.DYNAMIC, NAME, MASKED_ID)
+    claims = HealthCodeClaims(
+        ISSUER, NOW, NOW + 1, os.urandom(16), Colour.GREEN, CodeKind.DYNAMIC, NAME, MASKED_ID
+    )
     with pytest.raises(ValueError, match="issuer"):
         encode_code(other, claims)
 
 
 def test_longest_claims_still_fit_the_caps(issuer_key: IssuerKey) -> None:
-    claims = HealthCodeClaims(ISSUER, NOW, NOW + 1, os.urandom(64), Colour.GREEN,
-                              CodeKind.PRINTED, "名" * 64, "*" * 64)
+    claims = HealthCodeClaims(
+        ISSUER, NOW, NOW + 1, os.urandom(64), Colour.GREEN, CodeKind.PRINTED, "名" * 64, "*" * 64
+    )
     code = encode_code(issuer_key, claims)
     assert len(code) < MAX_CODE_LENGTH
     assert CodeVerifier(KeyRing([issuer_key])).verify(code, now=NOW).claims == claims

@@ -25,8 +25,7 @@ from healthcode.codes.cose import der_to_raw, sig_structure
 from tests.codes.conftest import DAY, ISSUER, MASKED_ID, NAME, NOW
 
 
-def reason(data: bytes, anchors: KeyRing, *, revocation: bool = False,
-           min_version: int = 0) -> str:
+def reason(data: bytes, anchors: KeyRing, *, revocation: bool = False, min_version: int = 0) -> str:
     verify = verify_revocation_list if revocation else verify_trust_list
     with pytest.raises(TrustListRejected) as info:
         verify(data, anchors, min_version=min_version)
@@ -35,15 +34,18 @@ def reason(data: bytes, anchors: KeyRing, *, revocation: bool = False,
 
 def resign(signer: IssuerKey, data: bytes, payload: bytes) -> bytes:
     protected = cbor2.loads(data).value[0]
-    sig = der_to_raw(signer.private_key.sign(sig_structure(protected, payload),
-                                             ec.ECDSA(hashes.SHA256())))
+    sig = der_to_raw(
+        signer.private_key.sign(sig_structure(protected, payload), ec.ECDSA(hashes.SHA256()))
+    )
     return cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, sig]))
 
 
-def test_trust_list_round_trip_drives_a_verifier(issuer_key: IssuerKey,
-                                                 list_key: IssuerKey) -> None:
-    retired = IssuerKey.generate(ISSUER, not_before=NOW - 60 * DAY, not_after=NOW - 30 * DAY,
-                                 status=KeyStatus.RETIRED)
+def test_trust_list_round_trip_drives_a_verifier(
+    issuer_key: IssuerKey, list_key: IssuerKey
+) -> None:
+    retired = IssuerKey.generate(
+        ISSUER, not_before=NOW - 60 * DAY, not_after=NOW - 30 * DAY, status=KeyStatus.RETIRED
+    )
     data = sign_trust_list(list_key, [issuer_key, retired.public], version=3, now=NOW)
     anchors = KeyRing([list_key.public])
     trust = verify_trust_list(data, anchors, min_version=3)
@@ -55,8 +57,11 @@ def test_trust_list_round_trip_drives_a_verifier(issuer_key: IssuerKey,
     body = cbor2.loads(cbor2.loads(data).value[2])
     assert body["keys"][0]["spki"] == issuer_key.public.spki_der
     assert body["keys"][0]["alg"] == -7
-    code = CodeIssuer(issuer_key).issue(colour=Colour.GREEN, masked_name=NAME,
-                                        masked_id=MASKED_ID, now=NOW).code
+    code = (
+        CodeIssuer(issuer_key)
+        .issue(colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID, now=NOW)
+        .code
+    )
     assert CodeVerifier(trust.key_ring()).verify(code, now=NOW).kid == issuer_key.kid
 
 
@@ -86,27 +91,36 @@ def test_trust_list_tampering_is_detected(issuer_key: IssuerKey, list_key: Issue
     assert reason(b"\x00\x01", anchors) == "TRUST_LIST_MALFORMED"
 
 
-def test_trust_list_entries_are_checked_after_signature(issuer_key: IssuerKey,
-                                                        list_key: IssuerKey) -> None:
+def test_trust_list_entries_are_checked_after_signature(
+    issuer_key: IssuerKey, list_key: IssuerKey
+) -> None:
     anchors = KeyRing([list_key.public])
     data = sign_trust_list(list_key, [issuer_key], version=1, now=NOW)
     body = cbor2.loads(cbor2.loads(data).value[2])
-    for field, value in (("kid", b"12345678"), ("alg", -35), ("spki", b"junk"),
-                         ("status", "MAYBE"), ("not_before", "yesterday")):
+    for field, value in (
+        ("kid", b"12345678"),
+        ("alg", -35),
+        ("spki", b"junk"),
+        ("status", "MAYBE"),
+        ("not_before", "yesterday"),
+    ):
         broken = {**body, "keys": [{**body["keys"][0], field: value}]}
         assert reason(resign(list_key, data, cbor2.dumps(broken)), anchors) == (
-            "TRUST_LIST_MALFORMED"), field
+            "TRUST_LIST_MALFORMED"
+        ), field
     p384 = ec.generate_private_key(ec.SECP384R1()).public_key()
-    spki = p384.public_bytes(serialization.Encoding.DER,
-                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = p384.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     broken = {**body, "keys": [{**body["keys"][0], "spki": spki}]}
     assert reason(resign(list_key, data, cbor2.dumps(broken)), anchors) == "TRUST_LIST_MALFORMED"
 
 
 def test_revocation_list_round_trip_and_use(issuer_key: IssuerKey, list_key: IssuerKey) -> None:
     anchors = KeyRing([list_key.public])
-    issued = CodeIssuer(issuer_key).issue(colour=Colour.GREEN, masked_name=NAME,
-                                          masked_id=MASKED_ID, now=NOW)
+    issued = CodeIssuer(issuer_key).issue(
+        colour=Colour.GREEN, masked_name=NAME, masked_id=MASKED_ID, now=NOW
+    )
     data = sign_revocation_list(list_key, [issued.claims.code_id, b"other"], version=7, now=NOW)
     revocations = verify_revocation_list(data, anchors, min_version=7)
     assert revocations.revoked == {issued.claims.code_id, b"other"}
@@ -120,8 +134,7 @@ def test_revocation_list_round_trip_and_use(issuer_key: IssuerKey, list_key: Iss
     assert reason(data, anchors, revocation=True, min_version=8) == "TRUST_LIST_ROLLBACK"
 
 
-def test_lists_cannot_stand_in_for_each_other(issuer_key: IssuerKey,
-                                              list_key: IssuerKey) -> None:
+def test_lists_cannot_stand_in_for_each_other(issuer_key: IssuerKey, list_key: IssuerKey) -> None:
     anchors = KeyRing([list_key.public])
     revocations = sign_revocation_list(list_key, [], version=1, now=NOW)
     trust = sign_trust_list(list_key, [issuer_key], version=1, now=NOW)
@@ -131,7 +144,6 @@ def test_lists_cannot_stand_in_for_each_other(issuer_key: IssuerKey,
 
 def test_signer_must_be_active(list_key: IssuerKey, issuer_key: IssuerKey) -> None:
     with pytest.raises(ValueError, match="not active"):
-        sign_trust_list(list_key.with_status(KeyStatus.RETIRED), [issuer_key], version=1,
-                        now=NOW)
+        sign_trust_list(list_key.with_status(KeyStatus.RETIRED), [issuer_key], version=1, now=NOW)
     with pytest.raises(ValueError, match="version"):
         sign_revocation_list(list_key, [], version=-1, now=NOW)

@@ -1,9 +1,9 @@
 """The whole life of a code over real gRPC sockets, on SQLite and PostgreSQL (issue 2's scenario).
 
-A resident logs in with an SMS code, registers, declares, and gets a green code; staff verifies it at
-a checkpoint and a passage is recorded; the resident lists it; one official proposes red with a
-legal basis, a second approves; the same code now verifies red online; the resident sees who
-changed it and why.
+A resident logs in with an SMS code, registers, declares, and gets a green code; staff verifies
+it at a checkpoint and a passage is recorded; the resident lists it; one official proposes red
+with a legal basis, a second approves; the same code now verifies red online; the resident sees
+who changed it and why.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ import time
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-
-from healthcode.common.errors import error_info
-from healthcode.server.common.principal import Role
 from healthcode_sdk._gen.healthcode.v1 import (
     admin_service_pb2,
     code_service_pb2,
@@ -23,6 +20,9 @@ from healthcode_sdk._gen.healthcode.v1 import (
     resident_service_pb2,
     verification_service_pb2,
 )
+
+from healthcode.common.errors import error_info
+from healthcode.server.common.principal import Role
 from tests.fixtures.platform import Stack
 
 GREEN, RED = common_pb2.CODE_COLOR_GREEN, common_pb2.CODE_COLOR_RED
@@ -58,7 +58,9 @@ def test_code_lifecycle_from_login_to_official_red(platform_stack: Stack) -> Non
     staff, _ = stack.official(Role.STAFF, division="510402", checkpoint_id=checkpoint_id)
     verified = staff.verification.VerifyCode(
         verification_service_pb2.VerifyCodeRequest(
-            code=issued.code, request_id="scan-1", direction=common_pb2.PASSAGE_DIRECTION_ENTRY,
+            code=issued.code,
+            request_id="scan-1",
+            direction=common_pb2.PASSAGE_DIRECTION_ENTRY,
             temperature_celsius=36.4,
         )
     )
@@ -69,7 +71,9 @@ def test_code_lifecycle_from_login_to_official_red(platform_stack: Stack) -> Non
     assert "*" in verified.identity.masked_name and "*" in verified.identity.masked_id_number
 
     # The resident sees the passage in their own records.
-    passages = resident.residents.ListMyPassages(resident_service_pb2.ListMyPassagesRequest()).passages
+    passages = resident.residents.ListMyPassages(
+        resident_service_pb2.ListMyPassagesRequest()
+    ).passages
     assert [p.passage_id for p in passages] == [verified.passage_id]
     assert passages[0].checkpoint_id == checkpoint_id
     assert passages[0].color == GREEN
@@ -79,7 +83,10 @@ def test_code_lifecycle_from_login_to_official_red(platform_stack: Stack) -> Non
     second, _ = stack.official(Role.HEALTH_AUTHORITY, name="市卫健委 测试官员乙")
     change = first.admin.ProposeStatusChange(
         admin_service_pb2.ProposeStatusChangeRequest(
-            request_id="change-1", subject_id=subject_id, color=RED, legal_basis=LEGAL_BASIS,
+            request_id="change-1",
+            subject_id=subject_id,
+            color=RED,
+            legal_basis=LEGAL_BASIS,
             duration_days=14,
         )
     ).change
@@ -113,7 +120,9 @@ def test_code_lifecycle_from_login_to_official_red(platform_stack: Stack) -> Non
     assert red.decision == common_pb2.PASSAGE_DECISION_DENY
 
     # The resident sees who changed it and why.
-    status = resident.residents.GetHealthStatus(resident_service_pb2.GetHealthStatusRequest()).status
+    status = resident.residents.GetHealthStatus(
+        resident_service_pb2.GetHealthStatusRequest()
+    ).status
     assert status.color == RED
     assert len(status.decisions) == 1
     decision = status.decisions[0]
@@ -136,5 +145,7 @@ def test_code_lifecycle_from_login_to_official_red(platform_stack: Stack) -> Non
         verification_service_pb2.VerifyCodeRequest(code=issued.code, request_id="scan-3")
     )
     assert again.passage_id == red.passage_id
-    passages = resident.residents.ListMyPassages(resident_service_pb2.ListMyPassagesRequest()).passages
+    passages = resident.residents.ListMyPassages(
+        resident_service_pb2.ListMyPassagesRequest()
+    ).passages
     assert len(passages) == 3

@@ -9,9 +9,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
-from healthcode.common.errors import error_info
-from healthcode.server.common.principal import Role
 from healthcode_sdk._gen.healthcode.v1 import (
     auth_service_pb2,
     code_service_pb2,
@@ -19,6 +16,9 @@ from healthcode_sdk._gen.healthcode.v1 import (
     resident_service_pb2,
     verification_service_pb2,
 )
+
+from healthcode.common.errors import error_info
+from healthcode.server.common.principal import Role
 from tests.fixtures import people
 from tests.fixtures.openbao import OpenBao
 from tests.fixtures.platform import Stack, start_stack, stop_stack
@@ -32,12 +32,16 @@ def transit_stack(
 ) -> Iterator[tuple[Stack, OpenBao]]:
     bao = openbao_restartable
     stack = start_stack(
-        tmp_path, "sqlite",
+        tmp_path,
+        "sqlite",
         f"sqlite:///{tmp_path / 'server' / 'server.sqlite3'}",
         f"sqlite:///{tmp_path / 'vault' / 'vault.sqlite3'}",
         vault_settings={
-            "backend": "transit", "transit_addr": bao.url, "transit_token": bao.token,
-            "backend_check_interval": 0.2, "transit_timeout": 1.0,
+            "backend": "transit",
+            "transit_addr": bao.url,
+            "transit_token": bao.token,
+            "backend_check_interval": 0.2,
+            "transit_timeout": 1.0,
         },
     )
     try:
@@ -69,7 +73,9 @@ def test_openbao_outage_and_recovery(transit_stack: tuple[Stack, OpenBao]) -> No
     newcomer = people.person()
     anon = stack.client()
     anon.auth.SendLoginCode(auth_service_pb2.SendLoginCodeRequest(phone=newcomer.phone))
-    login = auth_service_pb2.LoginRequest(phone=newcomer.phone, code=stack.login_code(newcomer.phone))
+    login = auth_service_pb2.LoginRequest(
+        phone=newcomer.phone, code=stack.login_code(newcomer.phone)
+    )
     with pytest.raises(grpc.RpcError) as failed:
         anon.auth.Login(login)
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -87,7 +93,14 @@ def test_openbao_outage_and_recovery(transit_stack: tuple[Stack, OpenBao]) -> No
             )
         )
     assert failed_dep.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert len(resident.residents.ListDependents(resident_service_pb2.ListDependentsRequest()).dependents) == 0
+    assert (
+        len(
+            resident.residents.ListDependents(
+                resident_service_pb2.ListDependentsRequest()
+            ).dependents
+        )
+        == 0
+    )
 
     # OpenBao comes back: the same processes serve personal-data paths again.
     bao.start()
@@ -100,21 +113,27 @@ def test_openbao_outage_and_recovery(transit_stack: tuple[Stack, OpenBao]) -> No
             if err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
-    registered = stack.client(token).residents.RegisterProfile(
-        resident_service_pb2.RegisterProfileRequest(
-            request_id="after-outage",
-            identity=resident_service_pb2.PersonIdentity(
-                name=newcomer.name, id_number=newcomer.id_number
-            ),
-            division_code=newcomer.division_code,
-            address=newcomer.address,
+    registered = (
+        stack.client(token)
+        .residents.RegisterProfile(
+            resident_service_pb2.RegisterProfileRequest(
+                request_id="after-outage",
+                identity=resident_service_pb2.PersonIdentity(
+                    name=newcomer.name, id_number=newcomer.id_number
+                ),
+                division_code=newcomer.division_code,
+                address=newcomer.address,
+            )
         )
-    ).profile
+        .profile
+    )
     assert registered.subject_id
     added = resident.residents.AddDependent(
         resident_service_pb2.AddDependentRequest(
             request_id="dep-after",
-            identity=resident_service_pb2.PersonIdentity(name=dependent.name, id_number=dependent.id_number),
+            identity=resident_service_pb2.PersonIdentity(
+                name=dependent.name, id_number=dependent.id_number
+            ),
             relationship="父亲",
         )
     ).dependent

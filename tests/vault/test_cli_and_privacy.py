@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 import base64
+import logging
 import stat
 
 import pytest

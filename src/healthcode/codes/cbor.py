@@ -23,7 +23,6 @@ def cbor_head(major: int, value: int) -> bytes:
     return bytes((major << 5 | 27,)) + value.to_bytes(8, "big")
 
 
-
 def cbor_loads_strict(data: bytes, what: str) -> Any:
     """Decode exactly one CBOR item filling ``data``; raise :class:`BadCose` otherwise."""
     stream = io.BytesIO(data)

@@ -62,10 +62,16 @@ def _bstr_head(length: int) -> bytes:
 
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
     """``["Signature1", protected, h'', payload]`` in CBOR: the bytes ES256 signs."""
-    return b"".join((
-        _SIG1_CONTEXT, _bstr_head(len(protected)), protected, _EMPTY_BSTR,
-        _bstr_head(len(payload)), payload,
-    ))
+    return b"".join(
+        (
+            _SIG1_CONTEXT,
+            _bstr_head(len(protected)),
+            protected,
+            _EMPTY_BSTR,
+            _bstr_head(len(payload)),
+            payload,
+        )
+    )
 
 
 def raw_to_der(signature: bytes) -> bytes:
@@ -95,14 +101,23 @@ def sign1(key: IssuerKey, payload: bytes, *, protected: bytes | None = None) -> 
         protected = encode_protected(key.kid)
     signature = der_to_raw(key.private_key.sign(sig_structure(protected, payload), _ECDSA_SHA256))
     # Hand-assembled: cbor2.dumps(CBORTag(18, [protected, {}, payload, signature])), 3x faster.
-    return b"".join((
-        _SIGN1_HEAD, _bstr_head(len(protected)), protected, _EMPTY_MAP, _bstr_head(len(payload)),
-        payload, _SIG64_HEAD, signature,
-    ))
+    return b"".join(
+        (
+            _SIGN1_HEAD,
+            _bstr_head(len(protected)),
+            protected,
+            _EMPTY_MAP,
+            _bstr_head(len(payload)),
+            payload,
+            _SIG64_HEAD,
+            signature,
+        )
+    )
 
 
-def verify_signature(public_key: ec.EllipticCurvePublicKey, protected: bytes, payload: bytes,
-                     signature: bytes) -> bool:
+def verify_signature(
+    public_key: ec.EllipticCurvePublicKey, protected: bytes, payload: bytes, signature: bytes
+) -> bool:
     """Whether ``signature`` (raw 64 bytes) is a valid ES256 signature of the Sig_structure."""
     try:
         public_key.verify(raw_to_der(signature), sig_structure(protected, payload), _ECDSA_SHA256)

@@ -140,8 +140,9 @@ def wrap(message: bytes) -> str:
     return PREFIX + b45encode(deflate(message))
 
 
-def unwrap(code: str | bytes, *, max_length: int = MAX_CODE_LENGTH,
-           max_inflated: int = MAX_INFLATED_BYTES) -> bytes:
+def unwrap(
+    code: str | bytes, *, max_length: int = MAX_CODE_LENGTH, max_inflated: int = MAX_INFLATED_BYTES
+) -> bytes:
     """Take the COSE_Sign1 message out of a code's text; raise a :class:`CodeRejected` subclass."""
     if isinstance(code, str):
         try:

@@ -43,7 +43,7 @@ class Rejection(StrEnum):
     REVOKED = "CODE_REVOKED"
 
 
-class CodeRejected(Exception):  # noqa: N818 - name fixed by the brief; reads as a verdict
+class CodeRejected(Exception):
     """A code failed to decode or verify. Catch this one class; read ``reason`` for the cause."""
 
     rejection: ClassVar[Rejection]
@@ -121,7 +121,7 @@ class CodeRevoked(CodeRejected):
     rejection = Rejection.REVOKED
 
 
-class TrustListRejected(Exception):  # noqa: N818 - parallel to CodeRejected
+class TrustListRejected(Exception):
     """A signed trust list or revocation list did not verify.
 
     ``reason`` is one of ``TRUST_LIST_MALFORMED``, ``TRUST_LIST_UNKNOWN_KID``,

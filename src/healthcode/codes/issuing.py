@@ -33,8 +33,7 @@ class IssuedCode:
     claims: HealthCodeClaims
 
 
-def encode_code(key: IssuerKey, claims: HealthCodeClaims, *, protected: bytes | None = None
-                ) -> str:
+def encode_code(key: IssuerKey, claims: HealthCodeClaims, *, protected: bytes | None = None) -> str:
     """Sign ``claims`` with ``key`` and wrap them as ``JKM1:`` text.
 
     Checks that the claims can be decoded back and that ``claims.issuer`` is the key's issuer;
@@ -50,8 +49,9 @@ def encode_code(key: IssuerKey, claims: HealthCodeClaims, *, protected: bytes | 
 class CodeIssuer:
     """Issues codes with one signing key; swap ``key`` on rotation (one assignment)."""
 
-    def __init__(self, key: IssuerKey, *, dynamic_ttl: int = DYNAMIC_TTL,
-                 printed_ttl: int = PRINTED_TTL) -> None:
+    def __init__(
+        self, key: IssuerKey, *, dynamic_ttl: int = DYNAMIC_TTL, printed_ttl: int = PRINTED_TTL
+    ) -> None:
         if not 0 < dynamic_ttl <= MAX_DYNAMIC_TTL:
             raise ValueError("dynamic_ttl must be 1..3600 seconds")
         if not 0 < printed_ttl <= PRINTED_TTL:
@@ -70,9 +70,16 @@ class CodeIssuer:
         # Assigned as a pair so that a concurrent issue() never mixes one key's kid with another.
         self._signing = (key, cose.encode_protected(key.kid))
 
-    def issue(self, *, colour: Colour, masked_name: str, masked_id: str,
-              kind: CodeKind = CodeKind.DYNAMIC, now: float | None = None,
-              ttl: int | None = None) -> IssuedCode:
+    def issue(
+        self,
+        *,
+        colour: Colour,
+        masked_name: str,
+        masked_id: str,
+        kind: CodeKind = CodeKind.DYNAMIC,
+        now: float | None = None,
+        ttl: int | None = None,
+    ) -> IssuedCode:
         """Issue a code for someone whose masked name and ID are given (never the plain ones).
 
         ``now`` (Unix seconds) defaults to the clock; ``ttl`` defaults to the kind's lifetime and

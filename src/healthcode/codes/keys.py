@@ -89,8 +89,15 @@ class VerifierKey:
         return spki_der(self.public_key)
 
     @classmethod
-    def from_spki_der(cls, der: bytes, *, issuer: str, not_before: int, not_after: int,
-                      status: KeyStatus = KeyStatus.ACTIVE) -> VerifierKey:
+    def from_spki_der(
+        cls,
+        der: bytes,
+        *,
+        issuer: str,
+        not_before: int,
+        not_after: int,
+        status: KeyStatus = KeyStatus.ACTIVE,
+    ) -> VerifierKey:
         """Load a public key from SubjectPublicKeyInfo DER; raise ``ValueError`` if not P-256."""
         key = serialization.load_der_public_key(der)
         if not isinstance(key, ec.EllipticCurvePublicKey):
@@ -98,8 +105,15 @@ class VerifierKey:
         return cls(key, issuer, not_before, not_after, status)
 
     @classmethod
-    def from_pem(cls, pem: bytes, *, issuer: str, not_before: int, not_after: int,
-                 status: KeyStatus = KeyStatus.ACTIVE) -> VerifierKey:
+    def from_pem(
+        cls,
+        pem: bytes,
+        *,
+        issuer: str,
+        not_before: int,
+        not_after: int,
+        status: KeyStatus = KeyStatus.ACTIVE,
+    ) -> VerifierKey:
         """Load a public key from a PEM ``PUBLIC KEY`` block."""
         key = serialization.load_pem_public_key(pem)
         if not isinstance(key, ec.EllipticCurvePublicKey):
@@ -141,15 +155,19 @@ class IssuerKey:
         _check_p256(self.private_key)
         _check_window(self.not_before, self.not_after)
         public = VerifierKey(
-            self.private_key.public_key(), self.issuer, self.not_before, self.not_after,
+            self.private_key.public_key(),
+            self.issuer,
+            self.not_before,
+            self.not_after,
             self.status,
         )
         object.__setattr__(self, "public", public)
         object.__setattr__(self, "kid", public.kid)
 
     @classmethod
-    def generate(cls, issuer: str, *, not_before: int, not_after: int,
-                 status: KeyStatus = KeyStatus.ACTIVE) -> IssuerKey:
+    def generate(
+        cls, issuer: str, *, not_before: int, not_after: int, status: KeyStatus = KeyStatus.ACTIVE
+    ) -> IssuerKey:
         """A new P-256 key for ``issuer`` with the given signing window."""
         return cls(generate_private_key(), issuer, not_before, not_after, status)
 
@@ -170,9 +188,16 @@ class IssuerKey:
         return _private_bytes(self.private_key, serialization.Encoding.DER, password)
 
     @classmethod
-    def from_pem(cls, pem: bytes, *, issuer: str, not_before: int, not_after: int,
-                 status: KeyStatus = KeyStatus.ACTIVE, password: bytes | None = None
-                 ) -> IssuerKey:
+    def from_pem(
+        cls,
+        pem: bytes,
+        *,
+        issuer: str,
+        not_before: int,
+        not_after: int,
+        status: KeyStatus = KeyStatus.ACTIVE,
+        password: bytes | None = None,
+    ) -> IssuerKey:
         """Load a private key from PKCS#8 (or SEC1) PEM, decrypting with ``password``."""
         key = serialization.load_pem_private_key(pem, password)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -180,9 +205,16 @@ class IssuerKey:
         return cls(key, issuer, not_before, not_after, status)
 
     @classmethod
-    def from_der(cls, der: bytes, *, issuer: str, not_before: int, not_after: int,
-                 status: KeyStatus = KeyStatus.ACTIVE, password: bytes | None = None
-                 ) -> IssuerKey:
+    def from_der(
+        cls,
+        der: bytes,
+        *,
+        issuer: str,
+        not_before: int,
+        not_after: int,
+        status: KeyStatus = KeyStatus.ACTIVE,
+        password: bytes | None = None,
+    ) -> IssuerKey:
         """Load a private key from PKCS#8 DER, decrypting with ``password``."""
         key = serialization.load_der_private_key(der, password)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -190,10 +222,12 @@ class IssuerKey:
         return cls(key, issuer, not_before, not_after, status)
 
 
-def _private_bytes(key: ec.EllipticCurvePrivateKey, encoding: serialization.Encoding,
-                   password: bytes | None) -> bytes:
+def _private_bytes(
+    key: ec.EllipticCurvePrivateKey, encoding: serialization.Encoding, password: bytes | None
+) -> bytes:
     algorithm: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password) if password
+        serialization.BestAvailableEncryption(password)
+        if password
         else serialization.NoEncryption()
     )
     return key.private_bytes(encoding, serialization.PrivateFormat.PKCS8, algorithm)

@@ -85,23 +85,36 @@ def _signing_time(signer: IssuerKey, now: float | None, version: int) -> int:
     return issued_at
 
 
-def sign_trust_list(signer: IssuerKey, keys: Iterable[VerifierKey | IssuerKey], *,
-                    version: int, now: float | None = None) -> bytes:
+def sign_trust_list(
+    signer: IssuerKey,
+    keys: Iterable[VerifierKey | IssuerKey],
+    *,
+    version: int,
+    now: float | None = None,
+) -> bytes:
     """Sign a trust list of ``keys`` (public halves only are published) with ``signer``."""
     issued_at = _signing_time(signer, now, version)
     entries = []
     for item in keys:
         key = item.public if isinstance(item, IssuerKey) else item
-        entries.append({
-            "kid": key.kid, "alg": key.alg, "spki": key.spki_der, "issuer": key.issuer,
-            "not_before": key.not_before, "not_after": key.not_after, "status": str(key.status),
-        })
+        entries.append(
+            {
+                "kid": key.kid,
+                "alg": key.alg,
+                "spki": key.spki_der,
+                "issuer": key.issuer,
+                "not_before": key.not_before,
+                "not_after": key.not_after,
+                "status": str(key.status),
+            }
+        )
     body = {"iss": signer.issuer, "iat": issued_at, "version": version, "keys": entries}
     return _sign_list(signer, TRUST_LIST_CONTENT_TYPE, body)
 
 
-def sign_revocation_list(signer: IssuerKey, revoked: Iterable[bytes], *, version: int,
-                         now: float | None = None) -> bytes:
+def sign_revocation_list(
+    signer: IssuerKey, revoked: Iterable[bytes], *, version: int, now: float | None = None
+) -> bytes:
     """Sign a revocation list of code ids (``cti``) with ``signer``."""
     issued_at = _signing_time(signer, now, version)
     ctis = sorted(set(revoked))
@@ -111,8 +124,9 @@ def sign_revocation_list(signer: IssuerKey, revoked: Iterable[bytes], *, version
     return _sign_list(signer, REVOCATION_LIST_CONTENT_TYPE, body)
 
 
-def _verify_list(data: bytes, anchors: KeyRing, content_type: str,
-                 min_version: int) -> dict[str, Any]:
+def _verify_list(
+    data: bytes, anchors: KeyRing, content_type: str, min_version: int
+) -> dict[str, Any]:
     try:
         message = cose.parse_sign1(bytes(data), allowed_labels=_LIST_LABELS)
     except CodeRejected as rejected:
@@ -123,8 +137,7 @@ def _verify_list(data: bytes, anchors: KeyRing, content_type: str,
     if not candidates:
         raise TrustListRejected(UNKNOWN_KID, "no trusted list-signing key has this kid")
     if len(message.signature) != cose.SIGNATURE_LENGTH or not any(
-        cose.verify_signature(k.public_key, message.protected, message.payload,
-                              message.signature)
+        cose.verify_signature(k.public_key, message.protected, message.payload, message.signature)
         for k in candidates
     ):
         raise TrustListRejected(BAD_SIGNATURE, "the list signature does not verify")
@@ -178,8 +191,9 @@ def verify_trust_list(data: bytes, anchors: KeyRing, *, min_version: int = 0) ->
     return TrustList(body["iss"], body["iat"], body["version"], tuple(keys))
 
 
-def verify_revocation_list(data: bytes, anchors: KeyRing, *, min_version: int = 0
-                           ) -> RevocationList:
+def verify_revocation_list(
+    data: bytes, anchors: KeyRing, *, min_version: int = 0
+) -> RevocationList:
     """Verify a signed revocation list against the list-signing ``anchors``."""
     body = _verify_list(data, anchors, REVOCATION_LIST_CONTENT_TYPE, min_version)
     revoked = _field(body, "revoked", list)

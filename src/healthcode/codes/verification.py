@@ -60,11 +60,16 @@ class VerifiedCode:
         return self.key.kid
 
 
-def decode_code(code: str | bytes, *, max_length: int = envelope.MAX_CODE_LENGTH,
-                max_inflated: int = envelope.MAX_INFLATED_BYTES) -> DecodedCode:
+def decode_code(
+    code: str | bytes,
+    *,
+    max_length: int = envelope.MAX_CODE_LENGTH,
+    max_inflated: int = envelope.MAX_INFLATED_BYTES,
+) -> DecodedCode:
     """Decode a code without verifying it; raise :class:`CodeRejected` if it is malformed."""
-    message = cose.parse_sign1(envelope.unwrap(code, max_length=max_length,
-                                               max_inflated=max_inflated))
+    message = cose.parse_sign1(
+        envelope.unwrap(code, max_length=max_length, max_inflated=max_inflated)
+    )
     claims = HealthCodeClaims.from_cbor_map(cbor_loads_strict(message.payload, "CWT claims"))
     return DecodedCode(message.kid, claims, message)
 
@@ -76,10 +81,15 @@ class CodeVerifier:
     list or revocation list); ``revoked`` is any container of ``cti`` byte strings.
     """
 
-    def __init__(self, keys: KeyRing, *, revoked: Container[bytes] = frozenset(),
-                 clock_skew: int = DEFAULT_CLOCK_SKEW,
-                 max_length: int = envelope.MAX_CODE_LENGTH,
-                 max_inflated: int = envelope.MAX_INFLATED_BYTES) -> None:
+    def __init__(
+        self,
+        keys: KeyRing,
+        *,
+        revoked: Container[bytes] = frozenset(),
+        clock_skew: int = DEFAULT_CLOCK_SKEW,
+        max_length: int = envelope.MAX_CODE_LENGTH,
+        max_inflated: int = envelope.MAX_INFLATED_BYTES,
+    ) -> None:
         if clock_skew < 0:
             raise ValueError("clock_skew must not be negative")
         self.keys = keys
@@ -88,15 +98,21 @@ class CodeVerifier:
         self.max_length = max_length
         self.max_inflated = max_inflated
 
-    def verify(self, code: str | bytes, *, now: float | None = None,
-               revoked: Container[bytes] | None = None) -> VerifiedCode:
+    def verify(
+        self,
+        code: str | bytes,
+        *,
+        now: float | None = None,
+        revoked: Container[bytes] | None = None,
+    ) -> VerifiedCode:
         """Verify one code at ``now`` (Unix seconds, default the clock).
 
         ``revoked`` overrides the verifier's revocation set for this call. Returns the verified
         claims and key; raises a :class:`CodeRejected` subclass otherwise.
         """
-        message = cose.parse_sign1(envelope.unwrap(code, max_length=self.max_length,
-                                                   max_inflated=self.max_inflated))
+        message = cose.parse_sign1(
+            envelope.unwrap(code, max_length=self.max_length, max_inflated=self.max_inflated)
+        )
         claims = HealthCodeClaims.from_cbor_map(cbor_loads_strict(message.payload, "CWT claims"))
         skew = self.clock_skew
         key = self._find_key(message, claims, skew)
@@ -110,9 +126,13 @@ class CodeVerifier:
             raise CodeRevoked("the code has been revoked")
         return VerifiedCode(claims, key)
 
-    def verify_many(self, codes: Iterable[str | bytes], *, now: float | None = None,
-                    revoked: Container[bytes] | None = None
-                    ) -> list[VerifiedCode | CodeRejected]:
+    def verify_many(
+        self,
+        codes: Iterable[str | bytes],
+        *,
+        now: float | None = None,
+        revoked: Container[bytes] | None = None,
+    ) -> list[VerifiedCode | CodeRejected]:
         """Verify a batch at one instant; each result is the verified code or its rejection."""
         if now is None:
             now = time.time()
@@ -124,8 +144,7 @@ class CodeVerifier:
                 results.append(rejected)
         return results
 
-    def _find_key(self, message: cose.Sign1, claims: HealthCodeClaims, skew: int
-                  ) -> VerifierKey:
+    def _find_key(self, message: cose.Sign1, claims: HealthCodeClaims, skew: int) -> VerifierKey:
         candidates = [k for k in self.keys.get(message.kid) if k.issuer == claims.issuer]
         if not candidates:
             raise UnknownKid("no trusted key of the code's issuer has this kid")
@@ -133,8 +152,9 @@ class CodeVerifier:
             raise BadSignature("an ES256 signature is 64 bytes")
         failure: CodeRejected = BadSignature("no key with this kid verifies the signature")
         for key in candidates:
-            if not cose.verify_signature(key.public_key, message.protected, message.payload,
-                                         message.signature):
+            if not cose.verify_signature(
+                key.public_key, message.protected, message.payload, message.signature
+            ):
                 continue
             if key.status is KeyStatus.REVOKED:
                 failure = CodeRevoked("the signing key has been revoked")
@@ -145,8 +165,13 @@ class CodeVerifier:
         raise failure
 
 
-def verify_code(code: str | bytes, keys: KeyRing, *, now: float | None = None,
-                revoked: Container[bytes] = frozenset(),
-                clock_skew: int = DEFAULT_CLOCK_SKEW) -> VerifiedCode:
+def verify_code(
+    code: str | bytes,
+    keys: KeyRing,
+    *,
+    now: float | None = None,
+    revoked: Container[bytes] = frozenset(),
+    clock_skew: int = DEFAULT_CLOCK_SKEW,
+) -> VerifiedCode:
     """One-shot :meth:`CodeVerifier.verify`; build a :class:`CodeVerifier` for repeated use."""
     return CodeVerifier(keys, revoked=revoked, clock_skew=clock_skew).verify(code, now=now)

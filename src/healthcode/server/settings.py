@@ -34,7 +34,8 @@ class ServerSettings(BaseSettings):
     privacy_vault_address: str = "127.0.0.1:50052"
     #: The server's vault credential; read from ``privacy_vault_credential_file`` when empty.
     privacy_vault_credential: SecretStr = SecretStr("")
-    #: Default: ``$HEALTHCODE_HOME/vault/platform-server.credential`` (written by the vault on first start).
+    #: Default: ``$HEALTHCODE_HOME/vault/platform-server.credential`` (the vault writes it on
+    #: first start).
     privacy_vault_credential_file: Path | None = None
     #: Issuer id signed into codes.
     issuer: str = "CN-510400"
@@ -74,7 +75,9 @@ class ServerSettings(BaseSettings):
             )
         if self.privacy_vault_credential_file is None:
             object.__setattr__(
-                self, "privacy_vault_credential_file", self.home / "vault" / "platform-server.credential"
+                self,
+                "privacy_vault_credential_file",
+                self.home / "vault" / "platform-server.credential",
             )
         return self
 

@@ -90,7 +90,9 @@ async def test_auth_binds_principal_and_enforces_roles(echo_role: int) -> None:
 async def test_service_errors_keep_reason_and_fields() -> None:
     async def behaviour(request: bytes, context: Any) -> bytes:
         raise InvalidArgument(
-            "BAD_THING", "invalid profile.id_number", violations=[FieldViolation("profile.id_number", "bad")]
+            "BAD_THING",
+            "invalid profile.id_number",
+            violations=[FieldViolation("profile.id_number", "bad")],
         )
 
     server, port = await _start(behaviour)
@@ -107,7 +109,9 @@ async def test_service_errors_keep_reason_and_fields() -> None:
     assert field_violations(sync_err) == ["profile.id_number"]
 
 
-async def test_unexpected_errors_are_internal_without_details(caplog: pytest.LogCaptureFixture) -> None:
+async def test_unexpected_errors_are_internal_without_details(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.ERROR)
 
     async def behaviour(request: bytes, context: Any) -> bytes:

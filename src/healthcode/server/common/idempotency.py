@@ -42,8 +42,12 @@ def _hash(request: Message) -> bytes:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
 
 
-def replay(
-    session: Session, caller_id: str, method: str, request_id: str, request: Message,
+def replay(  # noqa: PLR0917 - the key (caller, method, request id), the request, the type
+    session: Session,
+    caller_id: str,
+    method: str,
+    request_id: str,
+    request: Message,
     response_type: type[M],
 ) -> M | None:
     """The stored response for a retried request, or None for a first attempt."""
@@ -61,8 +65,12 @@ def replay(
     return response
 
 
-def remember(
-    session: Session, caller_id: str, method: str, request_id: str, request: Message,
+def remember(  # noqa: PLR0917 - the key (caller, method, request id), request, response
+    session: Session,
+    caller_id: str,
+    method: str,
+    request_id: str,
+    request: Message,
     response: Message,
 ) -> None:
     """Store the response of a first attempt (same transaction as the write)."""

@@ -6,8 +6,9 @@ import contextvars
 from dataclasses import dataclass
 from enum import StrEnum
 
-from healthcode.common.errors import PermissionDenied, Unauthenticated
 from healthcode_sdk._gen.healthcode.v1 import common_pb2
+
+from healthcode.common.errors import PermissionDenied, Unauthenticated
 
 
 class Role(StrEnum):

@@ -17,7 +17,12 @@ from healthcode.server.db.models import RateLimitCounter
 
 
 def hit(
-    session: Session, key: str, *, limit: int, window_seconds: int, now: dt.datetime,
+    session: Session,
+    key: str,
+    *,
+    limit: int,
+    window_seconds: int,
+    now: dt.datetime,
     reason: str = "RATE_LIMITED",
 ) -> None:
     """Count one event for ``key``; RESOURCE_EXHAUSTED when the window's limit is exceeded."""

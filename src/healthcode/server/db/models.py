@@ -76,7 +76,9 @@ class Account(Base):
     checkpoint_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("checkpoints.id"))
     division_code: Mapped[str | None] = mapped_column(String(6))
     #: The resident's own person record once the profile is registered.
-    person_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("persons.id", use_alter=True))
+    person_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("persons.id", use_alter=True)
+    )
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -90,7 +92,9 @@ class AuthSession(Base):
     #: SHA-256 of the access token.
     access_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     refresh_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True)
-    account_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("accounts.id"), index=True)
+    account_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("accounts.id"), index=True
+    )
     device_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("devices.id"), index=True)
     expires_at: Mapped[dt.datetime | None] = mapped_column()
     refresh_expires_at: Mapped[dt.datetime | None] = mapped_column()

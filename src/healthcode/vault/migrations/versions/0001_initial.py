@@ -111,17 +111,29 @@ def upgrade() -> None:
         sa.Column("signature", sa.LargeBinary(64), nullable=False),
         sa.Column("statement", sa.LargeBinary, nullable=False),
     )
-    head = sa.table("audit_head", sa.column("id", sa.Integer), sa.column("seq", sa.BigInteger),
-                    sa.column("hash", sa.LargeBinary))
+    head = sa.table(
+        "audit_head",
+        sa.column("id", sa.Integer),
+        sa.column("seq", sa.BigInteger),
+        sa.column("hash", sa.LargeBinary),
+    )
     op.bulk_insert(head, [{"id": 1, "seq": 0, "hash": b"\x00" * 32}])
-    state = sa.table("audit_index_state", sa.column("id", sa.Integer),
-                     sa.column("indexed_seq", sa.BigInteger))
+    state = sa.table(
+        "audit_index_state", sa.column("id", sa.Integer), sa.column("indexed_seq", sa.BigInteger)
+    )
     op.bulk_insert(state, [{"id": 1, "indexed_seq": 0}])
 
 
 def downgrade() -> None:
     for table in (
-        "audit_roots", "audit_index_state", "audit_head", "audit_event_tokens", "audit_events", "credentials",
-        "key_material", "tokens", "subject_keys",
+        "audit_roots",
+        "audit_index_state",
+        "audit_head",
+        "audit_event_tokens",
+        "audit_events",
+        "credentials",
+        "key_material",
+        "tokens",
+        "subject_keys",
     ):
         op.drop_table(table)
