@@ -42,7 +42,9 @@ def generate(out: Path) -> None:
         f"--mypy_grpc_out={out}",
         *protos,
     ]
-    subprocess.run(cmd, check=True, cwd=PROTO_DIR)  # noqa: S603 - fixed argument list
+    done = subprocess.run(cmd, cwd=PROTO_DIR, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argument list
+    if done.returncode != 0:
+        sys.exit(f"protoc failed:\n{done.stderr}")
     for path in sorted(out.rglob("*.py*")):
         text = path.read_text(encoding="utf-8")
         text = IMPORT_RE.sub(lambda m: f"{m[1]}{m[2]} {PREFIX}.{m[3]}{m[4]}", text)
