@@ -250,9 +250,39 @@ class Phase:
     p50_ms: float
     p99_ms: float
     errors: int
+    #: CPU seconds per completed call of the server process and of this (client) process.
+    server_cpu_us: float = 0.0
+    client_cpu_us: float = 0.0
+
+
+_SERVER_PID = 0
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _server_cpu() -> float:
+    """User + system CPU seconds of the server process so far (Linux; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{_SERVER_PID}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _client_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 async def _run_phase(call: Any, make_request: Any, callers: int, seconds: float) -> Phase:
+    server_cpu, client_cpu = _server_cpu(), _client_cpu()
+    phase = await _measure(call, make_request, callers, seconds)
+    done = max(1.0, phase.rps * seconds)
+    phase.server_cpu_us = (_server_cpu() - server_cpu) / done * 1e6
+    phase.client_cpu_us = (_client_cpu() - client_cpu) / done * 1e6
+    return phase
+
+
+async def _measure(call: Any, make_request: Any, callers: int, seconds: float) -> Phase:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -375,8 +405,10 @@ async def _client(info: dict[str, Any], args: argparse.Namespace) -> dict[str, A
         )
         e, v = rounds["echo"][-1], rounds["verify"][-1]
         print(
-            f"round {r + 1}: echo {e.rps:7.0f} rps p99 {e.p99_ms:6.2f} ms | verify "
-            f"{v.rps:7.0f} rps p99 {v.p99_ms:6.2f} ms | batch "
+            f"round {r + 1}: echo {e.rps:7.0f} rps p99 {e.p99_ms:6.2f} ms "
+            f"cpu {e.server_cpu_us:4.0f}+{e.client_cpu_us:4.0f} us | verify "
+            f"{v.rps:7.0f} rps p99 {v.p99_ms:6.2f} ms "
+            f"cpu {v.server_cpu_us:4.0f}+{v.client_cpu_us:4.0f} us | batch "
             f"{rounds['batch'][-1].rps * args.batch:7.0f} codes/s | raw "
             f"{rounds['raw'][-1]:7.0f} verify/s",
             flush=True,
@@ -449,6 +481,8 @@ def main() -> None:
             if not line:
                 raise SystemExit("the server process exited during start-up")
         info = json.loads(line)
+        global _SERVER_PID
+        _SERVER_PID = child.pid
         print(f"server process pid {child.pid}", flush=True)
         # Keep draining the child's log output so that it never blocks on a full pipe.
         threading.Thread(target=child.stdout.read, daemon=True).start()

@@ -42,6 +42,8 @@ def configure(process: str, *, level: str = "INFO", home: Path | None = None) ->
     root.setLevel(level.upper())
     structlog.configure(
         processors=[
+            # First: a line below the logger's level is dropped before any other work.
+            structlog.stdlib.filter_by_level,
             structlog.contextvars.merge_contextvars,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,

@@ -7,7 +7,9 @@ invalidates it at once (:func:`invalidate_session`), other replicas see it withi
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import threading
 import time
 import weakref
@@ -26,6 +28,8 @@ from healthcode.server.settings import ServerSettings
 
 CACHE_SECONDS = 5.0
 CACHE_SIZE = 10_000
+#: A cached entry this close to its expiry is reloaded in the background (and still served).
+REFRESH_AHEAD_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,14 @@ def invalidate_account(account_id: str) -> None:
 
 
 class SessionAuthenticator:
-    """Resolves bearer tokens for the auth interceptor, with a short bounded cache."""
+    """Resolves bearer tokens for the auth interceptor, with a short bounded cache.
+
+    A cache hit is a dict lookup on the event loop (no thread hop). Concurrent misses of one token
+    share one database lookup, and an entry in the last :data:`REFRESH_AHEAD_SECONDS` of its TTL
+    is reloaded in the background while it is still served (it is still inside its TTL), so a busy
+    caller never waits on the expiry of its own cache entry. Invalidation bumps a generation
+    counter: a lookup that started before a logout never re-inserts the stale principal.
+    """
 
     def __init__(self, db: Database, *, ttl: float = CACHE_SECONDS, size: int = CACHE_SIZE) -> None:
         self._db = db
@@ -171,6 +182,8 @@ class SessionAuthenticator:
         self._size = size
         self._cache: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self._generation = 0
+        self._inflight: dict[bytes, asyncio.Task[Principal | None]] = {}
         _AUTHENTICATORS.add(self)
 
     async def authenticate(self, token: str) -> Principal | None:
@@ -181,19 +194,46 @@ class SessionAuthenticator:
         mono = time.monotonic()
         with self._lock:
             hit = self._cache.get(digest)
-            if hit is not None:
-                if hit[1] > mono:
-                    return hit[0]
+            if hit is not None and hit[1] <= mono:
                 del self._cache[digest]
+                hit = None
+        if hit is not None:
+            if hit[1] - mono < min(REFRESH_AHEAD_SECONDS, self._ttl / 2):
+                self._lookup(digest)  # refresh ahead; this call is served from the cache
+            return hit[0]
+        return await asyncio.shield(self._lookup(digest))
+
+    def _lookup(self, digest: bytes) -> asyncio.Task[Principal | None]:
+        """The running lookup of ``digest`` (started if there is none on this loop)."""
+        loop = asyncio.get_running_loop()
+        task = self._inflight.get(digest)
+        if task is None or task.get_loop() is not loop:
+            task = loop.create_task(self._load(digest))
+            self._inflight[digest] = task
+            task.add_done_callback(functools.partial(self._lookup_done, digest))
+        return task
+
+    def _lookup_done(self, digest: bytes, task: asyncio.Task[Principal | None]) -> None:
+        if self._inflight.get(digest) is task:
+            del self._inflight[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed background refresh is not "never retrieved"
+
+    async def _load(self, digest: bytes) -> Principal | None:
+        generation = self._generation
         now = utcnow()
+        mono = time.monotonic()
         found = await self._db.run(resolve_session, digest, now)
-        if found is None:
-            return None
-        principal, expires_at = found
-        until = mono + self._ttl
-        if expires_at is not None:
-            until = min(until, mono + (expires_at - now).total_seconds())
         with self._lock:
+            if found is None:
+                self._cache.pop(digest, None)
+                return None
+            principal, expires_at = found
+            if generation != self._generation:  # invalidated meanwhile: answer, do not cache
+                return principal
+            until = mono + self._ttl
+            if expires_at is not None:
+                until = min(until, mono + (expires_at - now).total_seconds())
             self._cache[digest] = (principal, until)
             self._cache.move_to_end(digest)
             while len(self._cache) > self._size:
@@ -203,16 +243,19 @@ class SessionAuthenticator:
     def invalidate(self, session_id: str) -> None:
         """Forget cached entries of a session."""
         with self._lock:
+            self._generation += 1
             for key in [k for k, (p, _) in self._cache.items() if p.session_id == session_id]:
                 del self._cache[key]
 
     def invalidate_principal(self, principal_id: str) -> None:
         """Forget cached entries of an account or device."""
         with self._lock:
+            self._generation += 1
             for key in [k for k, (p, _) in self._cache.items() if p.id == principal_id]:
                 del self._cache[key]
 
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
+            self._generation += 1
             self._cache.clear()

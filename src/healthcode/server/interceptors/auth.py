@@ -8,18 +8,17 @@ handler.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
 from healthcode.common.errors import PermissionDenied, Unauthenticated
 from healthcode.server.auth.policy import allowed_roles
-from healthcode.server.common.principal import Principal, reset_principal, set_principal
-from healthcode.server.interceptors._wrap import wrap_handler
+from healthcode.server.common.principal import Principal, Role, reset_principal, set_principal
+from healthcode.server.interceptors._wrap import HandlerCache
 
 if TYPE_CHECKING:
-    from healthcode.server.interceptors._wrap import Around, Context, Handler
+    from healthcode.server.interceptors._wrap import Context, Handler, Streaming, Unary
 
 
 class Authenticator(Protocol):
@@ -40,36 +39,60 @@ def bearer_token(context: Context) -> str | None:
     return None
 
 
+class _Authenticate:
+    """Resolve the caller, check the method's roles, bind the principal for the call."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    async def _principal(self, context: Context, roles: frozenset[Role] | None) -> Principal | None:
+        if roles is None:
+            raise PermissionDenied("METHOD_NOT_ALLOWED", "this method is not available")
+        token = bearer_token(context)
+        principal = await self._authenticator.authenticate(token) if token else None
+        if roles:  # not public
+            if principal is None:
+                raise Unauthenticated("UNAUTHENTICATED", "this call needs a valid access token")
+            if principal.role not in roles:
+                raise PermissionDenied(
+                    "ROLE_NOT_ALLOWED", f"role {principal.role.value} may not call this method"
+                )
+        return principal
+
+    def unary(self, behaviour: Unary, method: str) -> Unary:
+        roles = allowed_roles(method)
+        resolve = self._principal
+
+        async def authenticated(request: Any, context: Context) -> Any:
+            bound = set_principal(await resolve(context, roles))
+            try:
+                return await behaviour(request, context)
+            finally:
+                reset_principal(bound)
+
+        return authenticated
+
+    def streaming(self, behaviour: Streaming, method: str) -> Streaming:
+        roles = allowed_roles(method)
+        resolve = self._principal
+
+        async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
+            bound = set_principal(await resolve(context, roles))
+            try:
+                async for item in behaviour(request, context):
+                    yield item
+            finally:
+                reset_principal(bound)
+
+        return authenticated
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates the caller and checks its role against the method's allowed roles."""
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
-
-    def _around(self) -> Around:
-        authenticator = self._authenticator
-
-        @asynccontextmanager
-        async def around(context: Context, method: str) -> AsyncIterator[None]:
-            roles = allowed_roles(method)
-            if roles is None:
-                raise PermissionDenied("METHOD_NOT_ALLOWED", "this method is not available")
-            token = bearer_token(context)
-            principal = await authenticator.authenticate(token) if token else None
-            if roles:  # not public
-                if principal is None:
-                    raise Unauthenticated("UNAUTHENTICATED", "this call needs a valid access token")
-                if principal.role not in roles:
-                    raise PermissionDenied(
-                        "ROLE_NOT_ALLOWED", f"role {principal.role.value} may not call this method"
-                    )
-            bound = set_principal(principal)
-            try:
-                yield
-            finally:
-                reset_principal(bound)
-
-        return around
+        self._handlers = HandlerCache(_Authenticate(authenticator))
 
     async def intercept_service(
         self,
@@ -77,4 +100,4 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        return wrap_handler(handler, handler_call_details.method, self._around())
+        return self._handlers.get(handler, handler_call_details.method)

@@ -5,42 +5,65 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
 
 from healthcode.common.errors import ServiceError
-from healthcode.server.interceptors._wrap import wrap_handler
+from healthcode.server.interceptors._wrap import HandlerCache
 
 if TYPE_CHECKING:
-    from healthcode.server.interceptors._wrap import Context, Handler
+    from healthcode.server.interceptors._wrap import Context, Handler, Streaming, Unary
 
 log = structlog.get_logger("healthcode.errors")
 
 
-@asynccontextmanager
-async def _map_errors(context: Context, method: str) -> AsyncIterator[None]:
-    try:
-        yield
-    except ServiceError as err:
-        await context.abort_with_status(err.to_grpc_status())
-    except (grpc.aio.AbortError, StopAsyncIteration, GeneratorExit):
-        raise
-    except Exception as exc:
-        # Where it happened (file:line:function), never the message or locals: they may hold PII.
-        where = [
-            f"{Path(frame.filename).name}:{frame.lineno}:{frame.name}"
-            for frame in traceback.extract_tb(exc.__traceback__)[-8:]
-        ]
-        log.error("unhandled error", method=method, error_type=type(exc).__name__, where=where)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+async def _abort(context: Context, method: str, exc: BaseException) -> None:
+    """Abort the call for an exception that is not a gRPC abort (always raises AbortError)."""
+    if isinstance(exc, ServiceError):
+        await context.abort_with_status(exc.to_grpc_status())
+    # Where it happened (file:line:function), never the message or locals: they may hold PII.
+    where = [
+        f"{Path(frame.filename).name}:{frame.lineno}:{frame.name}"
+        for frame in traceback.extract_tb(exc.__traceback__)[-8:]
+    ]
+    log.error("unhandled error", method=method, error_type=type(exc).__name__, where=where)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+class _MapErrors:
+    def unary(self, behaviour: Unary, method: str) -> Unary:
+        async def mapped(request: Any, context: Context) -> Any:
+            try:
+                return await behaviour(request, context)
+            except (grpc.aio.AbortError, StopAsyncIteration, GeneratorExit):
+                raise
+            except Exception as exc:
+                await _abort(context, method, exc)
+                raise  # pragma: no cover - _abort always raises
+
+        return mapped
+
+    def streaming(self, behaviour: Streaming, method: str) -> Streaming:
+        async def mapped(request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                async for item in behaviour(request, context):
+                    yield item
+            except (grpc.aio.AbortError, StopAsyncIteration, GeneratorExit):
+                raise
+            except Exception as exc:
+                await _abort(context, method, exc)
+
+        return mapped
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns domain exceptions into rich statuses (google.rpc.Status with ErrorInfo)."""
+
+    def __init__(self) -> None:
+        self._handlers = HandlerCache(_MapErrors())
 
     async def intercept_service(
         self,
@@ -48,4 +71,4 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        return wrap_handler(handler, handler_call_details.method, _map_errors)
+        return self._handlers.get(handler, handler_call_details.method)

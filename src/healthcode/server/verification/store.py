@@ -173,6 +173,33 @@ def holder_views(
     return out
 
 
+#: A holder row of :data:`_HOLDER_ROWS`: cti, revoked_at, id, color, rules_version,
+#: status_valid_until, masked_name, masked_id_number.
+HolderRow = tuple[bytes, dt.datetime | None, str, int, str, dt.datetime | None, str, str]
+
+
+def holder_rows(session: Session, ctis: Sequence[bytes]) -> dict[bytes, HolderRow]:
+    """The raw holder rows of many code ids in ONE Core query (unknown ids are absent)."""
+    if not ctis:
+        return {}
+    rows = session.connection().execute(_HOLDER_ROWS, {"ctis": list(set(ctis))})
+    return {row[0]: cast(HolderRow, tuple(row)) for row in rows}
+
+
+def view_of_row(
+    session: Session, row: HolderRow | None, now: dt.datetime, field: str = "code"
+) -> PersonView:
+    """The holder of a row from :func:`holder_rows` with the CURRENT colour (recomputed through
+    the rules when the stored one ran out); CODE_NOT_FOUND / CODE_REVOKED otherwise."""
+    if row is None:
+        raise NotFound(CODE_NOT_FOUND, f"{field} is not known to this platform")
+    _cti, revoked_at, person_id, color, rules_version, valid_until, masked_name, masked_id = row
+    if revoked_at is not None:
+        raise rejection_error(CodeRevoked("the code has been revoked"), field)
+    color = _colour_now(session, person_id, color, rules_version, valid_until, now)
+    return PersonView(person_id, color, masked_name, masked_id)
+
+
 def holder_view(
     session: Session, verified: VerifiedCode, now: dt.datetime, field: str = "code"
 ) -> PersonView:
@@ -363,6 +390,45 @@ def record_passage(  # noqa: PLR0917 - unit of work, called positionally via Dat
     )
 
 
+def passage_params(  # noqa: PLR0917 - the passage's columns
+    gate: Gate, scan: PassageInput, person_id: str, color: int, decision: int, passage_id: str
+) -> dict[str, object]:
+    """The insert parameters of one passage (see :func:`insert_passages`)."""
+    return {
+        "id": passage_id,
+        "checkpoint_id": gate.checkpoint_id,
+        "person_id": person_id,
+        "division_code": gate.division_code,
+        "color": color,
+        "direction": scan.direction,
+        "method": scan.method,
+        "decision": decision,
+        "temperature": scan.temperature,
+        "offline": scan.offline,
+        "occurred_at": scan.occurred_at,
+        "source_id": gate.source_id,
+        "scan_id": scan.scan_id,
+        "created_at": dt.datetime.now(dt.UTC),
+    }
+
+
+def insert_passages(session: Session, params: list[dict[str, object]]) -> set[str]:
+    """Insert many passages in one multi-row ``INSERT .. ON CONFLICT (source_id, scan_id) DO
+    NOTHING RETURNING id`` (SQLAlchemy's insertmanyvalues); return the ids actually inserted.
+
+    A passage whose (source, scan id) exists already, or repeats one earlier in ``params``, is
+    not inserted: the caller reads the stored one with :func:`existing_passage`.
+    """
+    if not params:
+        return set()
+    connection = session.connection()
+    stmt = _INSERT_PG if connection.dialect.name == "postgresql" else _INSERT_SQLITE
+    if len(params) == 1:
+        inserted = connection.execute(stmt, params[0]).scalar_one_or_none()
+        return {inserted} if inserted is not None else set()
+    return set(connection.execute(stmt, params).scalars())
+
+
 def colour_now(session: Session, person: Person, now: dt.datetime) -> int:
     """The person's current colour (stored while valid, recomputed when a rule ran out)."""
     return current_color(session, person, now)
@@ -383,8 +449,12 @@ __all__ = [
     "find_holders",
     "gate_for",
     "holder_or_reject",
+    "holder_rows",
+    "insert_passages",
     "masked_identity",
+    "passage_params",
     "record_passage",
     "rejection_error",
     "verify_or_reject",
+    "view_of_row",
 ]

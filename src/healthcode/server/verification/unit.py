@@ -1,232 +1,260 @@
-"""Running the gate's units of work: on SQLite, one writer at a time inside this process.
+"""Running the gate's units of work: plain units on the database pool, and the batch writer that
+group-commits VerifyCode passages.
 
-Every SQLite unit of work of the platform starts with ``BEGIN IMMEDIATE`` (see
-``healthcode.server.db.engine``), so concurrent units from the thread pool queue up inside
-SQLite's busy handler, which sleeps in steps of up to 100 ms: under load that turns a 1 ms unit
-into a p99 of a second or more. Taking a process-wide lock before the transaction begins lets the
-waiting threads queue on a lock instead (woken the moment it is free). PostgreSQL needs no lock.
-(SQLite is the single-process embedded default; replicas use PostgreSQL.)
+:func:`run_unit` is ``Database.run`` with an optional CPU step (signature checks) run first on the
+same worker thread; the SQLite writer lock lives in :class:`~healthcode.server.db.engine.Database`
+and covers every unit of the process.
+
+:class:`BatchWriter` is the VerifyCode hot path (ADR 0005). Each request is queued for dedicated
+writer threads; a writer takes every queued request (up to :attr:`BatchWriter.max_batch`), runs
+their CPU step, then hands the whole batch to ONE batch function inside ONE transaction on a
+connection the thread keeps (no pool checkout, no pre-ping), commits once, and only then wakes the
+callers: every answer follows its durable commit, and many passages share one commit (and, on
+PostgreSQL, one WAL flush with ``synchronous_commit`` on). The batch function does set-based work:
+one query for all holders, one multi-row insert for all passages.
+
+Failure isolation: the batch function returns a per-item outcome (a ServiceError for a request it
+rejects; it rejects before it writes). A database error inside the shared transaction rolls it
+back and the batch is re-run one item per transaction, so only the culprit fails.
+
+SQLite: one writer thread, holding ``Database.write_lock`` per batch. PostgreSQL: up to
+:data:`PG_WRITERS` writer threads, so one batch can wait for its commit while the next is built.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import queue
 import threading
-import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+import structlog
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from healthcode.common.errors import ServiceError, Unavailable
 from healthcode.server.db.engine import Database
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - item
+R = TypeVar("R")
 
-_locks: weakref.WeakKeyDictionary[Database, threading.Lock] = weakref.WeakKeyDictionary()
-_guard = threading.RLock()  # group_committer() holds it while GroupCommitter() takes it again
+log = structlog.get_logger("healthcode.verification.unit")
 
-
-def _lock_for(db: Database) -> threading.Lock | None:
-    if db.engine.dialect.name != "sqlite":
-        return None
-    with _guard:
-        lock = _locks.get(db)
-        if lock is None:
-            lock = _locks[db] = threading.Lock()
-        return lock
-
-
-def _unit(
-    db: Database,
-    lock: threading.Lock | None,
-    before: Callable[[], Any] | None,
-    fn: Callable[..., T],
-    *args: Any,
-) -> T:
-    if before is not None:
-        args = (before(), *args)
-    if lock is None:
-        return db.run_sync(fn, *args)
-    with lock:
-        return db.run_sync(fn, *args)
+#: A writer thread without work for this long ends (a new one starts on demand).
+IDLE_SECONDS = 5.0
+#: Writer threads on PostgreSQL (SQLite has one writer at a time anyway).
+PG_WRITERS = 3
 
 
 async def run_unit(
     db: Database, fn: Callable[..., T], *args: Any, before: Callable[[], Any] | None = None
 ) -> T:
-    """``await db.run(fn, *args)``, serialised per process on SQLite; one thread hop.
-
-    ``before`` (CPU work such as signature checks) runs on the same worker thread first, outside
-    the lock and before the transaction begins; its result is passed as ``fn``'s second argument
-    (after the session).
-    """
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        db._pool,
-        functools.partial(_unit, db, _lock_for(db), before, fn, *args),
-    )
+    """``await db.run(fn, *args)``; with ``before``, its result is ``fn``'s second argument
+    (after the session), computed on the same worker thread first. One thread hop."""
+    if before is None:
+        return await db.run(fn, *args)
+    return await db.run_before(before, fn, *args)
 
 
-# ------------------------------------------------------------------------------------------------
-# Group commit for the VerifyCode hot path
+#: Per item: (True, result) or (False, exception).
+Outcome = tuple[bool, Any]
 
 
 @dataclass(slots=True)
-class _Job:
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    before: Callable[[], Any] | None
+class _Job(Generic[I]):
+    item: I
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
-    outcome: tuple[bool, Any] | None = None
 
 
-def _resolve(jobs: list[_Job]) -> None:
-    for job in jobs:
-        if job.future.done() or job.outcome is None:
+def _resolve(jobs: list[_Job[Any]], outcomes: list[Outcome]) -> None:
+    for job, (ok, value) in zip(jobs, outcomes, strict=True):
+        if job.future.done():  # the caller was cancelled
             continue
-        ok, value = job.outcome
         if ok:
             job.future.set_result(value)
         else:
             job.future.set_exception(value)
 
 
-class GroupCommitter:
-    """Runs many small units of work of concurrent requests in one transaction (group commit).
-
-    Each request still costs one thread hop: it is queued, a worker thread takes every queued
-    unit (up to :attr:`max_batch`), runs their ``before`` steps (CPU: signature checks), then the
-    units one after the other in ONE transaction and commits once, then wakes the callers. Units
-    must raise only before they write (the VerifyCode unit does: its one write is the final
-    passage insert). A unit failing with a database error rolls the batch back, and the batch is
-    re-run one unit per transaction so that only the culprit fails. On SQLite one worker holds
-    the per-process writer lock per batch; on PostgreSQL a few workers run batches in parallel.
-    """
-
-    def __init__(self, db: Database, *, max_batch: int = 16, workers: int | None = None) -> None:
-        self._db = db
-        self._lock = _lock_for(db)
-        self.max_batch = max_batch
-        self._workers_max = workers or (1 if self._lock is not None else 4)
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._workers = 0
-        self._idle = 0
-        self._state = threading.Lock()
-
-    async def run(
-        self, fn: Callable[..., T], *args: Any, before: Callable[[], Any] | None = None
-    ) -> T:
-        """Queue ``fn(session, [before()], *args)``; resolve with its result or exception."""
-        loop = asyncio.get_running_loop()
-        job = _Job(fn, args, before, loop.create_future(), loop)
-        self._queue.put(job)
-        with self._state:
-            if self._idle == 0 and self._workers < self._workers_max:
-                self._workers += 1
-                threading.Thread(target=self._work, name="gate-commit", daemon=True).start()
-        result: T = await job.future
-        return result
-
-    def _work(self) -> None:
-        while True:
-            with self._state:
-                self._idle += 1
-            try:
-                first = self._queue.get(timeout=IDLE_SECONDS)
-            except queue.Empty:
-                with self._state:
-                    self._idle -= 1
-                    self._workers -= 1
-                return
-            with self._state:
-                self._idle -= 1
-            jobs = [first]
-            while len(jobs) < self.max_batch:
-                try:
-                    jobs.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._run_batch(jobs)
-
-    def _run_batch(self, jobs: list[_Job]) -> None:
-        ready: list[tuple[_Job, tuple[Any, ...]]] = []
-        for job in jobs:
-            args = job.args
-            if job.before is not None:
-                try:
-                    args = (job.before(), *args)
-                except Exception as exc:
-                    job.outcome = (False, exc)
-                    continue
-            ready.append((job, args))
-        try:
-            if self._lock is None:
-                self._batch(ready)
-            else:
-                with self._lock:
-                    self._batch(ready)
-        except _Retry:
-            for job, args in ready:
-                job.outcome = None
-                self._single(job, args)
-        except Exception as exc:
-            error = (
-                Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable")
-                if isinstance(exc, OperationalError)
-                else exc
-            )
-            for job, _ in ready:
-                job.outcome = (False, error)
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-        for job in jobs:
-            by_loop.setdefault(job.loop, []).append(job)
-        for loop, group in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the caller's loop has closed
-                loop.call_soon_threadsafe(_resolve, group)
-
-    def _batch(self, ready: list[tuple[_Job, tuple[Any, ...]]]) -> None:
-        with self._db.sessions.begin() as session:
-            for job, args in ready:
-                try:
-                    job.outcome = (True, job.fn(session, *args))
-                except ServiceError as err:
-                    job.outcome = (False, err)
-                except SQLAlchemyError as exc:
-                    if len(ready) == 1:
-                        raise
-                    raise _Retry from exc
-
-    def _single(self, job: _Job, args: tuple[Any, ...]) -> None:
-        try:
-            if self._lock is None:
-                job.outcome = (True, self._db.run_sync(job.fn, *args))
-            else:
-                with self._lock:
-                    job.outcome = (True, self._db.run_sync(job.fn, *args))
-        except Exception as exc:
-            job.outcome = (False, exc)
+_STOP: Any = object()
 
 
 class _Retry(Exception):
-    """A unit failed inside a shared transaction: re-run the batch one unit at a time."""
+    """A database error inside a shared transaction: re-run the batch one item at a time."""
 
 
-#: A worker thread without work for this long ends (a new one starts on demand).
-IDLE_SECONDS = 5.0
+class BatchWriter(Generic[I, R]):
+    """Group commit: many queued items handled by one batch function in one transaction.
 
-_committers: weakref.WeakKeyDictionary[Database, GroupCommitter] = weakref.WeakKeyDictionary()
+    ``prepare(item)`` runs on the writer thread before the transaction (CPU work, e.g. signature
+    checks; it must not raise). ``batch(session, prepared_items)`` returns one :data:`Outcome`
+    per item, must write only after every check that can reject an item, and may return
+    ServiceErrors as outcomes (they do not roll the batch back).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        batch: Callable[[Session, Sequence[Any]], list[Outcome]],
+        *,
+        prepare: Callable[[I], Any] | None = None,
+        max_batch: int = 64,
+        workers: int | None = None,
+    ) -> None:
+        self._db = db
+        self._batch_fn = batch
+        self._prepare = prepare
+        self.max_batch = max_batch
+        self._lock = db.write_lock
+        self._workers_max = workers or (1 if self._lock is not None else PG_WRITERS)
+        self._queue: queue.SimpleQueue[_Job[I]] = queue.SimpleQueue()
+        self._workers = 0
+        self._idle = 0
+        self._state = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        db.on_close(self.close)
+
+    def close(self) -> None:
+        """Stop the writer threads (after the queued work) and close their connections."""
+        with self._state:
+            self._closed = True
+            threads, self._threads = self._threads, []
+            for _ in threads:
+                self._queue.put(_STOP)
+        for thread in threads:
+            thread.join(timeout=30)
+
+    async def submit(self, item: I) -> R:
+        """Queue ``item``; resolve with its result once its transaction has committed."""
+        loop = asyncio.get_running_loop()
+        job: _Job[I] = _Job(item, loop.create_future(), loop)
+        self._queue.put(job)
+        if self._idle == 0 and self._workers < self._workers_max:
+            self._start_worker()
+        result: R = await job.future
+        return result
+
+    def _start_worker(self) -> None:
+        with self._state:
+            if self._closed:
+                raise Unavailable("SHUTTING_DOWN", "the server is stopping")
+            if self._idle == 0 and self._workers < self._workers_max:
+                self._workers += 1
+                thread = threading.Thread(target=self._work, name="batch-writer", daemon=True)
+                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+                thread.start()
+
+    # -- writer thread ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        connection: Connection | None = None
+        try:
+            while True:
+                with self._state:
+                    self._idle += 1
+                try:
+                    first = self._queue.get(timeout=IDLE_SECONDS)
+                except queue.Empty:
+                    with self._state:
+                        self._idle -= 1
+                        self._workers -= 1
+                    return
+                with self._state:
+                    self._idle -= 1
+                    if first is _STOP:
+                        self._workers -= 1
+                        return
+                jobs = [first]
+                stop = False
+                while len(jobs) < self.max_batch:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is _STOP:
+                        stop = True
+                        break
+                    jobs.append(job)
+                import os as _os, time as _t
+                _t0 = _t.perf_counter()
+                connection = self._run_jobs(connection, jobs)
+                if _os.environ.get("HC_BATCH_STATS"):
+                    _st = globals().setdefault("_STATS", [0, 0, 0.0])
+                    _st[0] += 1; _st[1] += len(jobs); _st[2] += _t.perf_counter() - _t0
+                    if _st[0] % 500 == 0:
+                        import sys as _s; print("BATCH", _st[0], _st[1] / _st[0], _st[2] / _st[0] * 1e6, file=_s.stderr, flush=True)
+                if stop:
+                    with self._state:
+                        self._workers -= 1
+                    return
+        finally:
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.close()
+
+    def _run_jobs(self, connection: Connection | None, jobs: list[_Job[I]]) -> Connection | None:
+        prepare = self._prepare
+        items = (
+            [prepare(job.item) for job in jobs] if prepare is not None else [j.item for j in jobs]
+        )
+        try:
+            if connection is None:
+                connection = self._db.engine.connect()
+            try:
+                outcomes = self._transaction(connection, items)
+            except _Retry:
+                outcomes = [self._transaction(connection, [item], alone=True)[0] for item in items]
+        except Exception as exc:  # the connection or the database failed: everyone gets it
+            if isinstance(exc, OperationalError | DBAPIError) and connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.close()
+                connection = None
+            error = _as_service_error(exc)
+            outcomes = [(False, error)] * len(jobs)
+        by_loop: dict[asyncio.AbstractEventLoop, tuple[list[_Job[I]], list[Outcome]]] = {}
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            group = by_loop.setdefault(job.loop, ([], []))
+            group[0].append(job)
+            group[1].append(outcome)
+        for loop, (group_jobs, group_outcomes) in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the caller's loop has closed
+                loop.call_soon_threadsafe(_resolve, group_jobs, group_outcomes)
+        return connection
+
+    def _transaction(
+        self, connection: Connection, items: list[Any], *, alone: bool = False
+    ) -> list[Outcome]:
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with Session(bind=connection, expire_on_commit=False) as session:
+                try:
+                    with session.begin():
+                        return self._batch_fn(session, items)
+                except SQLAlchemyError as exc:
+                    if alone or len(items) == 1:
+                        return [(False, _as_service_error(exc))]
+                    raise _Retry from exc
+        finally:
+            if lock is not None:
+                lock.release()
 
 
-def group_committer(db: Database) -> GroupCommitter:
-    """The group committer of a database (one per Database object)."""
-    with _guard:
-        committer = _committers.get(db)
-        if committer is None:
-            committer = _committers[db] = GroupCommitter(db)
-        return committer
+def _as_service_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, OperationalError):
+        return Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable")
+    log.error("batch unit failed", error_type=type(exc).__name__)
+    return exc
+
+
+__all__ = ["BatchWriter", "Outcome", "run_unit"]
