@@ -174,8 +174,11 @@ class TransitBackend:
             body = self._request("POST", path, payload)
             batch = body.get("data", {}).get("batch_results")
             if not isinstance(batch, list) or len(batch) != len(chunk):
-                errors = body.get("errors") or ["unexpected response"]
-                raise BackendUnavailable("KEY_BACKEND_ERROR", f"transit call failed: {errors[0]}")
+                # The backend's error text is not passed on: it could echo request material.
+                raise BackendUnavailable(
+                    "KEY_BACKEND_ERROR",
+                    f"transit batch call failed ({len(body.get('errors') or [])} errors)",
+                )
             results.extend(batch)
         return results
 
