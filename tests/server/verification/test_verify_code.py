@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import time
@@ -197,6 +198,37 @@ async def test_current_colour_dedup_and_decisions(stack: GateStack) -> None:
     )
     assert at_device.passage_id
     assert await stack.count(Passage, Passage.source_id == device.id) == 1
+
+
+async def test_concurrent_scans_group_commit_and_dedup(stack: GateStack) -> None:
+    """Concurrent VerifyCode calls share transactions (group commit): every distinct scan records
+    exactly one passage, and concurrent retries of one scan (same request id, possibly in the same
+    batch) all get the one passage that was written."""
+    resident = await stack.resident()
+    assert resident.person_id is not None
+    code = await issue(stack, resident)
+    checkpoint = await stack.checkpoint()
+    staff = await stack.staff(checkpoint)
+
+    def scan(request_id: str) -> Any:
+        return stack.verification.VerifyCode(
+            ver_pb.VerifyCodeRequest(code=code, request_id=request_id), metadata=staff.md
+        )
+
+    retries = await asyncio.gather(*(scan("same-scan") for _ in range(12)))
+    assert len({r.passage_id for r in retries}) == 1
+    assert {r.decision for r in retries} == {common_pb2.PASSAGE_DECISION_ALLOW}
+    assert await stack.count(Passage) == 1
+    distinct = await asyncio.gather(*(scan(f"scan-{n}") for n in range(40)))
+    assert len({r.passage_id for r in distinct}) == 40
+    assert await stack.count(Passage) == 41
+    # The status changes between two bursts: the next burst reads it fresh.
+    await stack.set_color(resident.person_id, 3)
+    red = await asyncio.gather(*(scan(f"red-{n}") for n in range(10)))
+    assert {(r.color, r.decision) for r in red} == {
+        (common_pb2.CODE_COLOR_RED, common_pb2.PASSAGE_DECISION_DENY)
+    }
+    assert await stack.count(Passage) == 51
 
 
 async def test_batch_verify(stack: GateStack) -> None:

@@ -43,26 +43,28 @@ def wrap_handler(handler: Handler | None, method: str, wrapper: Wrapper) -> Hand
     """Return ``handler`` with every call run inside ``wrapper``."""
     if handler is None:
         return None
-    if handler.unary_unary is not None:
+    # The stubs type the behaviours as sync callables; on a grpc.aio server they are async.
+    h: Any = handler
+    if h.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            wrapper.unary(handler.unary_unary, method),
+            wrapper.unary(h.unary_unary, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-    if handler.unary_stream is not None:
+    if h.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            wrapper.streaming(handler.unary_stream, method),
+            wrapper.streaming(h.unary_stream, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-    if handler.stream_unary is not None:
+    if h.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            wrapper.unary(handler.stream_unary, method),
+            wrapper.unary(h.stream_unary, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     return grpc.stream_stream_rpc_method_handler(
-        wrapper.streaming(handler.stream_stream, method),
+        wrapper.streaming(h.stream_stream, method),
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from healthcode_sdk._gen.healthcode.v1 import common_pb2
 from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2 as pb
 from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2_grpc as pb_grpc
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from healthcode.codes import CodeExpired, CodeRejected, CodeVerifier, VerifiedCode
@@ -39,10 +38,16 @@ from healthcode.server.common.convert import to_timestamp
 from healthcode.server.common.idempotency import check_request_id
 from healthcode.server.common.principal import Principal, Role, current_principal
 from healthcode.server.db.base import new_id, utcnow
+from healthcode.server.db.engine import Database
 from healthcode.server.db.models import AuditEvent, Person
 from healthcode.server.status.rules import current_color
 from healthcode.server.verification import store
-from healthcode.server.verification.unit import BatchWriter, Outcome, run_unit
+from healthcode.server.verification.unit import (
+    BatchWriter,
+    Outcome,
+    run_unit,
+    session_transaction,
+)
 from healthcode.server.verification.validation import (
     check_code_text,
     check_direction,
@@ -62,12 +67,13 @@ PARALLEL_BATCH = 64
 MAX_PURPOSE = 200
 
 _RECORDING_ROLES = frozenset({Role.STAFF, Role.DEVICE})
+#: Any colour but green: ``decide`` treats yellow and red alike.
+_NOT_GREEN = common_pb2.CODE_COLOR_RED
 _KEY_STATUS = {
     "ACTIVE": pb.KEY_STATUS_ACTIVE,
     "RETIRED": pb.KEY_STATUS_RETIRED,
     "REVOKED": pb.KEY_STATUS_REVOKED,
 }
-VERIFY_ON_LOOP = os.environ.get("HC_VERIFY_ON_LOOP") == "1"  # experiment switch
 _verify_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
 
 
@@ -90,17 +96,18 @@ def _check(verifier: CodeVerifier, code: str) -> tuple[float, VerifiedCode | Cod
         return now, rejected
 
 
-def _verify_one(
+def _verify_one(  # noqa: PLR0917 - one scan's parts, positionally as before
     session: Session,
     checked: tuple[float, VerifiedCode | CodeRejected],
     request: pb.VerifyCodeRequest,
     principal: Principal,
     direction: int,
+    scan_id: str | None = None,
 ) -> pb.VerifyCodeResponse:
     at, outcome = checked
     now = dt.datetime.fromtimestamp(at, tz=dt.UTC)
     records = principal.role in _RECORDING_ROLES
-    scan_id = request.request_id or new_id()
+    scan_id = scan_id or request.request_id or new_id()
     if isinstance(outcome, CodeRejected):
         # A retry of a scan recorded before the code expired gets its first answer again.
         if isinstance(outcome, CodeExpired) and records and request.request_id:
@@ -151,6 +158,8 @@ class _Scan:
     principal: Principal
     direction: int
     verifier: CodeVerifier
+    #: The request id, or an id of this scan made once (a re-run must not record twice).
+    scan_id: str
     checked: tuple[float, VerifiedCode | CodeRejected] | None = None
 
 
@@ -177,6 +186,95 @@ def _response(
     )
 
 
+def _slow(session: Session, scan: _Scan) -> pb.VerifyCodeResponse:
+    assert scan.checked is not None
+    return _verify_one(
+        session, scan.checked, scan.request, scan.principal, scan.direction, scan.scan_id
+    )
+
+
+class _GateBatch:
+    """The batch function of the VerifyCode writer (see ``verification.unit.BatchWriter``)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def __call__(self, connection: Connection, scans: Sequence[_Scan]) -> list[Outcome]:
+        if connection.dialect.name == "postgresql":
+            return self._postgres(connection, scans)
+        with session_transaction(connection) as session, session.begin():
+            return _verify_batch(session, scans)
+
+    def _postgres(self, connection: Connection, scans: Sequence[_Scan]) -> list[Outcome]:
+        """One autocommit statement for the common case, the ordinary path for the rest."""
+        outcomes: list[Outcome | None] = [None] * len(scans)
+        fast: list[tuple[int, store.FastScan]] = []
+        for index, scan in enumerate(scans):
+            assert scan.checked is not None
+            at, outcome = scan.checked
+            principal = scan.principal
+            if not isinstance(outcome, VerifiedCode) or principal.role not in _RECORDING_ROLES:
+                continue
+            gate = store.cached_gate(principal.id, principal.checkpoint_id)
+            if gate is None:
+                continue
+            temperature = scan.request.temperature_celsius
+            fast.append(
+                (
+                    index,
+                    store.FastScan(
+                        cti=outcome.claims.code_id,
+                        gate=gate,
+                        scan=store.PassageInput(
+                            scan_id=scan.scan_id,
+                            direction=scan.direction,
+                            method=common_pb2.PASSAGE_METHOD_QR_CODE,
+                            temperature=temperature,
+                            occurred_at=dt.datetime.fromtimestamp(at, tz=dt.UTC),
+                        ),
+                        passage_id=new_id(),
+                        green_decision=store.decide(store.GREEN, temperature),
+                        other_decision=store.decide(_NOT_GREEN, temperature),
+                    ),
+                )
+            )
+        if fast:
+            recorded = store.pg_record(connection.connection.dbapi_connection, [f for _, f in fast])
+            for index, item in fast:
+                done = recorded.get(item.passage_id)
+                if done is not None:
+                    verified = scans[index].checked[1]  # type: ignore[index]
+                    assert isinstance(verified, VerifiedCode)
+                    outcomes[index] = (
+                        True,
+                        _response(
+                            verified, done.person, done.color, done.decision, done.passage_id
+                        ),
+                    )
+        rest = [i for i, o in enumerate(outcomes) if o is None]
+        if rest:
+            with self._db.sessions.begin() as session:
+                for index in rest:
+                    try:
+                        outcomes[index] = (True, _slow(session, scans[index]))
+                    except ServiceError as err:
+                        outcomes[index] = (False, err)
+        return [
+            o if o is not None else (False, RuntimeError("scan without outcome")) for o in outcomes
+        ]
+
+
+_hot: dict[str, store.HotStatements] = {}
+
+
+def _hot_statements(session: Session) -> store.HotStatements:
+    dialect = session.get_bind().dialect
+    hot = _hot.get(dialect.name)
+    if hot is None:
+        hot = _hot[dialect.name] = store.HotStatements(dialect)
+    return hot
+
+
 def _verify_batch(session: Session, scans: Sequence[_Scan]) -> list[Outcome]:
     """Many VerifyCode requests in one transaction: one holder query, one passage insert.
 
@@ -191,7 +289,8 @@ def _verify_batch(session: Session, scans: Sequence[_Scan]) -> list[Outcome]:
         for s in scans
         if s.checked is not None and isinstance(s.checked[1], VerifiedCode)
     ]
-    rows = store.holder_rows(session, verified_ctis)
+    hot = _hot_statements(session)
+    rows = hot.holder_rows(session, verified_ctis)
     pending: list[tuple[int, VerifiedCode, store.PersonView, store.Gate, dict[str, Any]]] = []
     for index, scan in enumerate(scans):
         assert scan.checked is not None
@@ -214,7 +313,7 @@ def _verify_batch(session: Session, scans: Sequence[_Scan]) -> list[Outcome]:
                 continue
             gate = store.gate_for(session, principal.id, principal.checkpoint_id)
             passage = store.PassageInput(
-                scan_id=scan.request.request_id or new_id(),
+                scan_id=scan.scan_id,
                 direction=scan.direction,
                 method=common_pb2.PASSAGE_METHOD_QR_CODE,
                 temperature=scan.request.temperature_celsius,
@@ -226,7 +325,7 @@ def _verify_batch(session: Session, scans: Sequence[_Scan]) -> list[Outcome]:
             pending.append((index, outcome, person, gate, params))
         except ServiceError as err:
             outcomes[index] = (False, err)
-    inserted = store.insert_passages(session, [p[4] for p in pending])
+    inserted = hot.insert_passages(session, [p[4] for p in pending])
     for index, verified, person, gate, params in pending:
         passage_id = str(params["id"])
         color, decision = int(params["color"]), int(params["decision"])  # type: ignore[call-overload]
@@ -344,7 +443,7 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
         self._db = platform.db
         self._keys = platform.keys
         self._writer: BatchWriter[_Scan, pb.VerifyCodeResponse] = BatchWriter(
-            platform.db, _verify_batch, prepare=_prepare_scan
+            platform.db, _GateBatch(platform.db), prepare=_prepare_scan, autocommit=True
         )
 
     async def VerifyCode(
@@ -359,9 +458,9 @@ class VerificationService(pb_grpc.VerificationServiceServicer):
         if principal.role in _RECORDING_ROLES:
             principal.require_checkpoint()
         snapshot = await self._keys.snapshot()
-        scan = _Scan(request, principal, direction, snapshot.verifier)
-        if VERIFY_ON_LOOP:
-            _prepare_scan(scan)
+        scan = _Scan(
+            request, principal, direction, snapshot.verifier, request.request_id or new_id()
+        )
         response: pb.VerifyCodeResponse = await self._writer.submit(scan)
         return response
 

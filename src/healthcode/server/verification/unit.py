@@ -48,7 +48,7 @@ log = structlog.get_logger("healthcode.verification.unit")
 #: A writer thread without work for this long ends (a new one starts on demand).
 IDLE_SECONDS = 5.0
 #: Writer threads on PostgreSQL (SQLite has one writer at a time anyway).
-PG_WRITERS = 3
+PG_WRITERS = 2
 
 
 async def run_unit(
@@ -93,22 +93,26 @@ class BatchWriter(Generic[I, R]):
     """Group commit: many queued items handled by one batch function in one transaction.
 
     ``prepare(item)`` runs on the writer thread before the transaction (CPU work, e.g. signature
-    checks; it must not raise). ``batch(session, prepared_items)`` returns one :data:`Outcome`
-    per item, must write only after every check that can reject an item, and may return
-    ServiceErrors as outcomes (they do not roll the batch back).
+    checks; it must not raise). ``batch(connection, prepared_items)`` runs the items' transaction
+    on the writer's own connection (:func:`session_transaction`, or one autocommit statement) and
+    returns one :data:`Outcome` per item only after its commit; it must write only after every
+    check that can reject an item, and may return ServiceErrors as outcomes (they do not roll
+    the batch back). On SQLite it runs holding ``Database.write_lock``.
     """
 
     def __init__(
         self,
         db: Database,
-        batch: Callable[[Session, Sequence[Any]], list[Outcome]],
+        batch: Callable[[Connection, Sequence[Any]], list[Outcome]],
         *,
         prepare: Callable[[I], Any] | None = None,
         max_batch: int = 64,
         workers: int | None = None,
+        autocommit: bool = False,
     ) -> None:
         self._db = db
         self._batch_fn = batch
+        self._autocommit = autocommit and db.write_lock is None
         self._prepare = prepare
         self.max_batch = max_batch
         self._lock = db.write_lock
@@ -182,14 +186,7 @@ class BatchWriter(Generic[I, R]):
                         stop = True
                         break
                     jobs.append(job)
-                import os as _os, time as _t
-                _t0 = _t.perf_counter()
                 connection = self._run_jobs(connection, jobs)
-                if _os.environ.get("HC_BATCH_STATS"):
-                    _st = globals().setdefault("_STATS", [0, 0, 0.0])
-                    _st[0] += 1; _st[1] += len(jobs); _st[2] += _t.perf_counter() - _t0
-                    if _st[0] % 500 == 0:
-                        import sys as _s; print("BATCH", _st[0], _st[1] / _st[0], _st[2] / _st[0] * 1e6, file=_s.stderr, flush=True)
                 if stop:
                     with self._state:
                         self._workers -= 1
@@ -207,6 +204,8 @@ class BatchWriter(Generic[I, R]):
         try:
             if connection is None:
                 connection = self._db.engine.connect()
+                if self._autocommit:  # reset by the pool when the connection is returned
+                    connection = connection.execution_options(isolation_level="AUTOCOMMIT")
             try:
                 outcomes = self._transaction(connection, items)
             except _Retry:
@@ -235,17 +234,19 @@ class BatchWriter(Generic[I, R]):
         if lock is not None:
             lock.acquire()
         try:
-            with Session(bind=connection, expire_on_commit=False) as session:
-                try:
-                    with session.begin():
-                        return self._batch_fn(session, items)
-                except SQLAlchemyError as exc:
-                    if alone or len(items) == 1:
-                        return [(False, _as_service_error(exc))]
-                    raise _Retry from exc
+            return self._batch_fn(connection, items)
+        except SQLAlchemyError as exc:
+            if alone or len(items) == 1:
+                return [(False, _as_service_error(exc))]
+            raise _Retry from exc
         finally:
             if lock is not None:
                 lock.release()
+
+
+def session_transaction(connection: Connection) -> Session:
+    """A session on the writer's connection; ``with session.begin():`` is one transaction."""
+    return Session(bind=connection, expire_on_commit=False)
 
 
 def _as_service_error(exc: BaseException) -> BaseException:
@@ -257,4 +258,4 @@ def _as_service_error(exc: BaseException) -> BaseException:
     return exc
 
 
-__all__ = ["BatchWriter", "Outcome", "run_unit"]
+__all__ = ["BatchWriter", "Outcome", "run_unit", "session_transaction"]
