@@ -25,7 +25,7 @@ app = typer.Typer(
     add_completion=False,
 )
 admin_app = typer.Typer(
-    help="Administration: first admin account, demo data.", no_args_is_help=True
+    help="Administration: create the first health-authority account.", no_args_is_help=True
 )
 certs_app = typer.Typer(help="Development certificates for TLS and mTLS.", no_args_is_help=True)
 db_app = typer.Typer(help="Server database migrations.", no_args_is_help=True)
