@@ -34,6 +34,8 @@ from sqlalchemy import BigInteger, ColumnElement, and_, cast, delete, exists, or
 from sqlalchemy.orm import Session
 
 from healthcode.server.admin.store import retention_days
+from healthcode.server.auth.otp import purge_expired as purge_login_codes
+from healthcode.server.codes.store import purge_expired_codes
 from healthcode.server.db.base import utcnow
 from healthcode.server.db.models import (
     AuthSession,
@@ -100,7 +102,8 @@ def purge_expired(
             delete(TravelDeclaration).where(TravelDeclaration.declared_at < declaration_cutoff)
         )
     )
-    counts["issued_codes"] = _purge_codes(session, now)
+    counts["issued_codes"] = purge_expired_codes(session, now)
+    counts["login_codes"] = purge_login_codes(session, now=now)
     counts["idempotency_records"] = _count(
         session.execute(
             delete(IdempotencyRecord).where(
@@ -144,17 +147,6 @@ def purge_expired(
         session.execute(delete(RateLimitCounter).where(_old_windows(now)))
     )
     return counts
-
-
-def _purge_codes(session: Session, now: dt.datetime) -> int:
-    # Owned by the codes domain; imported lazily so retention works while it is being built.
-    try:
-        from healthcode.server.codes.models import IssuedCodeRecord
-    except ImportError:  # pragma: no cover - the codes domain always ships with the server
-        return 0
-    return _count(
-        session.execute(delete(IssuedCodeRecord).where(IssuedCodeRecord.expires_at < now))
-    )
 
 
 __all__ = ["purge_expired"]

@@ -10,6 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from healthcode.server.admin import store
+from healthcode.server.auth.models import LoginCode
+from healthcode.server.codes.models import IssuedCodeRecord
 from healthcode.server.db.base import new_id
 from healthcode.server.db.engine import Database
 from healthcode.server.db.models import (
@@ -101,8 +103,31 @@ def test_purge_deletes_exactly_the_old_rows(db: Database, tmp_path: Any) -> None
                     refresh_expires_at=NOW + D,
                 ),
                 AuthSession(id=new_id(), access_hash=b"c" * 32, expires_at=None),
+                LoginCode(
+                    phone_ref="old", code_hash=b"h" * 32, sent_at=NOW - D, expires_at=NOW - D
+                ),
+                LoginCode(
+                    phone_ref="new",
+                    code_hash=b"h" * 32,
+                    sent_at=NOW - dt.timedelta(minutes=1),
+                    expires_at=NOW + dt.timedelta(minutes=4),
+                ),
             ]
         )
+        s.flush()
+        for cti, expires in ((b"o" * 16, NOW - 2 * D), (b"n" * 16, NOW + D)):
+            s.add(
+                IssuedCodeRecord(
+                    cti=cti,
+                    person_id=p.id,
+                    kind=1,
+                    signed_color=1,
+                    kid=b"k" * 8,
+                    issued_by="a",
+                    issued_at=expires - dt.timedelta(minutes=5),
+                    expires_at=expires,
+                )
+            )
         minute_now = int(NOW.timestamp()) // 60
         hour_now = int(NOW.timestamp()) // 3600
         s.add_all(
@@ -122,6 +147,8 @@ def test_purge_deletes_exactly_the_old_rows(db: Database, tmp_path: Any) -> None
     assert counts["device_enrollments"] == 2
     assert counts["auth_sessions"] == 1
     assert counts["rate_limit_counters"] == 2
+    assert counts["issued_codes"] == 1
+    assert counts["login_codes"] == 1
     with db.sessions.begin() as s:
         assert s.scalars(select(Passage.id)).all() == [keep_passage.id]
         assert _count(s, HealthDeclaration) == 1
@@ -129,5 +156,7 @@ def test_purge_deletes_exactly_the_old_rows(db: Database, tmp_path: Any) -> None
         assert _count(s, DeviceEnrollment) == 1
         assert _count(s, AuthSession) == 2
         assert sorted(s.scalars(select(RateLimitCounter.key)).all()) == ["h-new", "m-new"]
+        assert s.scalars(select(IssuedCodeRecord.cti)).all() == [b"n" * 16]
+        assert s.scalars(select(LoginCode.phone_ref)).all() == ["new"]
     with db.sessions.begin() as s:
         assert all(v == 0 for v in purge_expired(s, settings, NOW).values())
