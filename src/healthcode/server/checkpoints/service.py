@@ -268,43 +268,34 @@ def _register(  # noqa: PLR0917 - unit of work, called positionally via Database
     method: int,
     direction: int,
 ) -> pb.RegisterByIdCardResponse:
-    replay = idempotency.replay(
-        session,
-        principal.id,
-        REGISTER_METHOD,
-        request.request_id,
-        request,
-        pb.RegisterByIdCardResponse,
+    def work() -> pb.RegisterByIdCardResponse:
+        now = utcnow()
+        gate = vstore.gate_for(session, principal.id, principal.checkpoint_id)
+        person, created = store.find_or_create_person(session, card, gate.division_code, now)
+        color = current_color(session, person, now)
+        recorded = vstore.record_passage(
+            session,
+            gate,
+            vstore.PassageInput(
+                scan_id=request.request_id or new_id(),
+                direction=direction,
+                method=method,
+                temperature=request.temperature_celsius,
+                occurred_at=now,
+            ),
+            person.id,
+            color,
+            vstore.decide(color, request.temperature_celsius),
+        )
+        return pb.RegisterByIdCardResponse(
+            passage=_passage_proto(recorded, gate, person),
+            color=recorded.color,  # type: ignore[arg-type]
+            newly_registered=created,
+        )
+
+    return idempotency.once(
+        session, principal.id, REGISTER_METHOD, request, pb.RegisterByIdCardResponse, work
     )
-    if replay is not None:
-        return replay
-    now = utcnow()
-    gate = vstore.gate_for(session, principal.id, principal.checkpoint_id)
-    person, created = store.find_or_create_person(session, card, gate.division_code, now)
-    color = current_color(session, person, now)
-    recorded = vstore.record_passage(
-        session,
-        gate,
-        vstore.PassageInput(
-            scan_id=request.request_id or new_id(),
-            direction=direction,
-            method=method,
-            temperature=request.temperature_celsius,
-            occurred_at=now,
-        ),
-        person.id,
-        color,
-        vstore.decide(color, request.temperature_celsius),
-    )
-    response = pb.RegisterByIdCardResponse(
-        passage=_passage_proto(recorded, gate, person),
-        color=recorded.color,  # type: ignore[arg-type]
-        newly_registered=created,
-    )
-    idempotency.remember(
-        session, principal.id, REGISTER_METHOD, request.request_id, request, response
-    )
-    return response
 
 
 def _resident_proto(person: Person, color: int) -> pb.JurisdictionResident:
@@ -329,27 +320,23 @@ def _add_resident(
     card: store.CardTokens,
     division: str,
 ) -> pb.AddJurisdictionResidentResponse:
-    replay = idempotency.replay(
+    def work() -> pb.AddJurisdictionResidentResponse:
+        now = utcnow()
+        if session.execute(select(Person.id).where(Person.id_token == card.id_token)).first():
+            raise AlreadyExists("PERSON_ALREADY_REGISTERED", "this person is already registered")
+        person, _ = store.find_or_create_person(session, card, division, now)
+        return pb.AddJurisdictionResidentResponse(
+            resident=_resident_proto(person, current_color(session, person, now))
+        )
+
+    return idempotency.once(
         session,
         principal.id,
         ADD_RESIDENT_METHOD,
-        request.request_id,
         request,
         pb.AddJurisdictionResidentResponse,
+        work,
     )
-    if replay is not None:
-        return replay
-    now = utcnow()
-    if session.execute(select(Person.id).where(Person.id_token == card.id_token)).first():
-        raise AlreadyExists("PERSON_ALREADY_REGISTERED", "this person is already registered")
-    person, _ = store.find_or_create_person(session, card, division, now)
-    response = pb.AddJurisdictionResidentResponse(
-        resident=_resident_proto(person, current_color(session, person, now))
-    )
-    idempotency.remember(
-        session, principal.id, ADD_RESIDENT_METHOD, request.request_id, request, response
-    )
-    return response
 
 
 def _list_passages(  # noqa: PLR0917 - unit of work, called positionally via Database.run

@@ -97,23 +97,14 @@ def _issue_offline(
     request: pb.IssueOfflineCodeRequest,
     days: int,
 ) -> pb.IssueOfflineCodeResponse:
-    replay = idempotency.replay(
-        session,
-        principal.id,
-        ISSUE_OFFLINE_METHOD,
-        request.request_id,
-        request,
-        pb.IssueOfflineCodeResponse,
+    def work() -> pb.IssueOfflineCodeResponse:
+        person = _offline_subject(session, principal, request.subject_id)
+        code = _issue(session, issuer, principal, person, CodeKind.PRINTED, days * 86400)
+        return pb.IssueOfflineCodeResponse(code=code)
+
+    return idempotency.once(
+        session, principal.id, ISSUE_OFFLINE_METHOD, request, pb.IssueOfflineCodeResponse, work
     )
-    if replay is not None:
-        return replay
-    person = _offline_subject(session, principal, request.subject_id)
-    code = _issue(session, issuer, principal, person, CodeKind.PRINTED, days * 86400)
-    response = pb.IssueOfflineCodeResponse(code=code)
-    idempotency.remember(
-        session, principal.id, ISSUE_OFFLINE_METHOD, request.request_id, request, response
-    )
-    return response
 
 
 def _render(code: pb.IssuedCode) -> None:

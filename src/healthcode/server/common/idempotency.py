@@ -3,19 +3,22 @@ transaction as the write and returned again for every retry.
 
 Use inside a unit of work::
 
-    def work(session):
-        replay = idempotency.replay(session, caller, METHOD, req.request_id, req, Resp)
-        if replay is not None:
-            return replay
-        ... write ...
-        idempotency.remember(session, caller, METHOD, req.request_id, req, resp)
-        return resp
+    def unit(session):
+        def work() -> Resp:
+            ... write ...
+            return resp
+
+        return idempotency.once(session, caller, METHOD, req, Resp, work)
+
+(:func:`replay` and :func:`remember` are the two halves, for handlers that must check for a
+replay before an expensive step outside the transaction, such as a vault call.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -85,3 +88,24 @@ def remember(  # noqa: PLR0917 - the key (caller, method, request id), request, 
             response=response.SerializeToString(deterministic=True),
         )
     )
+
+
+def once(  # noqa: PLR0917 - the key (caller, method), the request, the response type, the work
+    session: Session,
+    caller_id: str,
+    method: str,
+    request: Message,
+    response_type: type[M],
+    work: Callable[[], M],
+) -> M:
+    """Replay the stored response of a retried request, or run ``work`` and remember its answer.
+
+    ``request`` must have a ``request_id`` field (retry-safe writes all do).
+    """
+    request_id: str = getattr(request, "request_id")  # noqa: B009 - every caller's type has it
+    stored = replay(session, caller_id, method, request_id, request, response_type)
+    if stored is not None:
+        return stored
+    response = work()
+    remember(session, caller_id, method, request_id, request, response)
+    return response

@@ -236,31 +236,25 @@ def _declare_health(
     now: dt.datetime,
 ) -> pb.SubmitHealthDeclarationResponse:
     method = _SVC + "SubmitHealthDeclaration"
-    replay = idempotency.replay(
-        session,
-        principal.id,
-        method,
-        request.request_id,
-        request,
-        pb.SubmitHealthDeclarationResponse,
+
+    def work() -> pb.SubmitHealthDeclarationResponse:
+        person = resolve_subject(session, principal, request.subject_id)
+        row = HealthDeclaration(
+            id=new_id(),
+            person_id=person.id,
+            declared_by=principal.id,
+            temperature=round(float(request.temperature_celsius), 2),
+            symptoms=symptoms,
+            declared_at=now,
+        )
+        session.add(row)
+        session.flush()
+        status = rules.health_status(session, person, now)
+        return pb.SubmitHealthDeclarationResponse(declaration_id=row.id, status=status)
+
+    return idempotency.once(
+        session, principal.id, method, request, pb.SubmitHealthDeclarationResponse, work
     )
-    if replay is not None:
-        return replay
-    person = resolve_subject(session, principal, request.subject_id)
-    row = HealthDeclaration(
-        id=new_id(),
-        person_id=person.id,
-        declared_by=principal.id,
-        temperature=round(float(request.temperature_celsius), 2),
-        symptoms=symptoms,
-        declared_at=now,
-    )
-    session.add(row)
-    session.flush()
-    status = rules.health_status(session, person, now)
-    response = pb.SubmitHealthDeclarationResponse(declaration_id=row.id, status=status)
-    idempotency.remember(session, principal.id, method, request.request_id, request, response)
-    return response
 
 
 def _declare_travel(
@@ -273,31 +267,25 @@ def _declare_travel(
     now: dt.datetime,
 ) -> pb.SubmitTravelDeclarationResponse:
     method = _SVC + "SubmitTravelDeclaration"
-    replay = idempotency.replay(
-        session,
-        principal.id,
-        method,
-        request.request_id,
-        request,
-        pb.SubmitTravelDeclarationResponse,
+
+    def work() -> pb.SubmitTravelDeclarationResponse:
+        person = resolve_subject(session, principal, request.subject_id)
+        row = TravelDeclaration(
+            id=new_id(),
+            person_id=person.id,
+            declared_by=principal.id,
+            visited_division_codes=visited,
+            arrived_at=arrived,
+            declared_at=now,
+        )
+        session.add(row)
+        session.flush()
+        status = rules.health_status(session, person, now)
+        return pb.SubmitTravelDeclarationResponse(declaration_id=row.id, status=status)
+
+    return idempotency.once(
+        session, principal.id, method, request, pb.SubmitTravelDeclarationResponse, work
     )
-    if replay is not None:
-        return replay
-    person = resolve_subject(session, principal, request.subject_id)
-    row = TravelDeclaration(
-        id=new_id(),
-        person_id=person.id,
-        declared_by=principal.id,
-        visited_division_codes=visited,
-        arrived_at=arrived,
-        declared_at=now,
-    )
-    session.add(row)
-    session.flush()
-    status = rules.health_status(session, person, now)
-    response = pb.SubmitTravelDeclarationResponse(declaration_id=row.id, status=status)
-    idempotency.remember(session, principal.id, method, request.request_id, request, response)
-    return response
 
 
 # -- reads -----------------------------------------------------------------------------------------
