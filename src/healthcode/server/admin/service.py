@@ -243,22 +243,15 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         method = SERVICE + "CreateCheckpoint"
 
         def work(session: Session) -> pb.CreateCheckpointResponse:
-            replay = idempotency.replay(
-                session,
-                principal.id,
-                method,
-                request.request_id,
-                request,
-                pb.CreateCheckpointResponse,
+            def create() -> pb.CreateCheckpointResponse:
+                checkpoint = store.create_checkpoint(
+                    session, principal, name, request.division_code, location, utcnow()
+                )
+                return pb.CreateCheckpointResponse(checkpoint=checkpoint_to_proto(checkpoint))
+
+            return idempotency.once(
+                session, principal.id, method, request, pb.CreateCheckpointResponse, create
             )
-            if replay is not None:
-                return replay
-            checkpoint = store.create_checkpoint(
-                session, principal, name, request.division_code, location, utcnow()
-            )
-            resp = pb.CreateCheckpointResponse(checkpoint=checkpoint_to_proto(checkpoint))
-            idempotency.remember(session, principal.id, method, request.request_id, request, resp)
-            return resp
 
         return await self._guard(
             principal, "CreateCheckpoint", request.division_code, self._run(work)
@@ -599,29 +592,29 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
                 raise NotFound("SUBJECT_NOT_FOUND", "no such subject")
 
         def work(session: Session) -> pb.ProposeStatusChangeResponse:
-            replay = check(session)
-            if replay is not None:
-                return replay
-            if token is not None:
-                found = store.person_by_token(session, token)
-                if found is None:
-                    raise NotFound("SUBJECT_NOT_FOUND", "no such subject")
-                store.require_division(principal, found.division_code)
-                person = found
-            else:
-                person = store.get_person(session, principal, subject_id)
-            change = store.propose_status_change(
-                session,
-                principal,
-                person,
-                request.color,
-                legal_basis,
-                request.duration_days,
-                utcnow(),
+            def propose() -> pb.ProposeStatusChangeResponse:
+                if token is not None:
+                    found = store.person_by_token(session, token)
+                    if found is None:
+                        raise NotFound("SUBJECT_NOT_FOUND", "no such subject")
+                    store.require_division(principal, found.division_code)
+                    person = found
+                else:
+                    person = store.get_person(session, principal, subject_id)
+                change = store.propose_status_change(
+                    session,
+                    principal,
+                    person,
+                    request.color,
+                    legal_basis,
+                    request.duration_days,
+                    utcnow(),
+                )
+                return pb.ProposeStatusChangeResponse(change=change_to_proto(change, person))
+
+            return idempotency.once(
+                session, principal.id, method, request, pb.ProposeStatusChangeResponse, propose
             )
-            resp = pb.ProposeStatusChangeResponse(change=change_to_proto(change, person))
-            idempotency.remember(session, principal.id, method, request.request_id, request, resp)
-            return resp
 
         return await self._guard(principal, "ProposeStatusChange", subject_id, self._run(work))
 
