@@ -353,22 +353,7 @@ def record_passage(  # noqa: PLR0917 - unit of work, called positionally via Dat
 ) -> Recorded:
     """Insert a passage unless (source, scan id) exists; then return the stored one."""
     passage_id = new_id()
-    params = {
-        "id": passage_id,
-        "checkpoint_id": gate.checkpoint_id,
-        "person_id": person_id,
-        "division_code": gate.division_code,
-        "color": color,
-        "direction": scan.direction,
-        "method": scan.method,
-        "decision": decision,
-        "temperature": scan.temperature,
-        "offline": scan.offline,
-        "occurred_at": scan.occurred_at,
-        "source_id": gate.source_id,
-        "scan_id": scan.scan_id,
-        "created_at": dt.datetime.now(dt.UTC),
-    }
+    params = passage_params(gate, scan, person_id, color, decision, passage_id)
     connection = session.connection()
     stmt = _INSERT_PG if connection.dialect.name == "postgresql" else _INSERT_SQLITE
     inserted = connection.execute(stmt, params).scalar_one_or_none()
