@@ -529,6 +529,11 @@ class FastRecorded:
 #: version, ``status_valid_until`` not reached at the scan time: exactly ``_colour_now``'s test),
 #: (source, scan id) new. Every other scan gets no row back and takes the ordinary path. The
 #: decision is chosen between two values computed in Python by :func:`decide`.
+#:
+#: The holder lookups are LATERAL subqueries fenced with ``OFFSET 0``: each scan is looked up by
+#: the code's primary key, then the person's, whatever the planner's statistics say. With a plain
+#: join, tables not yet analysed (a fresh or bulk-loaded database) got a plan that scanned every
+#: person and every code for each batch (5.5 ms instead of 0.2 ms for 8 scans; ADR 0005).
 PG_RECORD = f"""
 WITH s AS (
     SELECT * FROM unnest(
@@ -539,12 +544,19 @@ WITH s AS (
     ) AS s(cti, id, checkpoint_id, division_code, direction, method, temperature, occurred_at,
            source_id, scan_id, created_at, green_decision, other_decision)
 ), h AS (
-    SELECT s.*, p.id AS person_id, p.color, p.masked_name, p.masked_id_number
+    SELECT s.*, x.person_id, x.color, x.masked_name, x.masked_id_number
     FROM s
-    JOIN {_codes_t.name} c ON c.cti = s.cti
-    JOIN {_persons_t.name} p ON p.id = c.person_id
-    WHERE c.revoked_at IS NULL AND p.rules_version = %(rules_version)s
-      AND (p.status_valid_until IS NULL OR p.status_valid_until > s.occurred_at)
+    CROSS JOIN LATERAL (
+        SELECT c.person_id FROM {_codes_t.name} c
+        WHERE c.cti = s.cti AND c.revoked_at IS NULL OFFSET 0
+    ) c
+    CROSS JOIN LATERAL (
+        SELECT p.id AS person_id, p.color, p.masked_name, p.masked_id_number
+        FROM {_persons_t.name} p
+        WHERE p.id = c.person_id AND p.rules_version = %(rules_version)s
+          AND (p.status_valid_until IS NULL OR p.status_valid_until > s.occurred_at)
+        OFFSET 0
+    ) x
 ), ins AS (
     INSERT INTO {_PASSAGES.name} (id, checkpoint_id, person_id, division_code, color, direction,
         method, decision, temperature, offline, occurred_at, source_id, scan_id, created_at)
