@@ -5,8 +5,15 @@ A child process hosts, on 127.0.0.1 only: a real vault, the real platform server
 auth, VerificationService over SQLite or PostgreSQL) and a bare ``grpc.aio`` echo service that
 takes a ``VerifyCodeRequest`` and answers a pre-built ``VerifyCodeResponse`` of the same size as
 the real one. This process is the client: one asyncio loop, ``--callers`` concurrent callers,
-each phase runs ``--seconds``. Rounds alternate echo / VerifyCode / batch / raw so that load from
-other processes hits every side alike; the best round of each counts (medians printed too).
+each phase runs ``--seconds``. Rounds alternate echo / floor / VerifyCode / batch / raw so that
+load from other processes hits every side alike; the best round of each counts (medians printed
+too).
+
+The floor is a second bare service whose handler only decodes and verifies the code (the
+server's own ``CodeVerifier``: base45, zlib, COSE, ES256) before answering like the echo: no
+interceptors, no authentication, no database. It is the ceiling for any VerifyCode on the
+machine the run is on, so its ratio to echo says how much of the gap is the signature check
+itself (on a 2-core machine shared by client and server it lands near 0.5x; ADR 0005).
 
 Targets: VerifyCode rps >= 0.6x echo, VerifyCode p99 <= 2x echo p99; BatchVerifyCodes codes/s >=
 0.7x raw ES256 verify/s (``cryptography``, one thread, same run). Every VerifyCode carries a new
@@ -41,6 +48,7 @@ from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2 as ver_pb
 from healthcode_sdk._gen.healthcode.v1 import verification_service_pb2_grpc as ver_grpc
 
 ECHO_METHOD = "/bench.v1.Echo/Echo"
+FLOOR_METHOD = "/bench.v1.Floor/Check"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,9 +240,40 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
     )
     echo_port = echo.add_insecure_port("127.0.0.1:0")
     await echo.start()
-    print(json.dumps({"port": port, "echo_port": echo_port, **seeded}), flush=True)
+
+    # The floor: a bare service (no interceptors, no auth, no database) that only decodes and
+    # verifies the code with the server's own verifier, then answers like the echo. No
+    # VerifyCode can be faster than this on the same machine.
+    verifier = (await platform.keys.snapshot()).verifier
+    floor = grpc.aio.server()
+
+    async def floor_handler(request: ver_pb.VerifyCodeRequest, context: Any) -> Any:
+        verifier.verify(request.code)
+        return response
+
+    floor.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.v1.Floor",
+                {
+                    "Check": grpc.unary_unary_rpc_method_handler(
+                        floor_handler,
+                        request_deserializer=ver_pb.VerifyCodeRequest.FromString,
+                        response_serializer=ver_pb.VerifyCodeResponse.SerializeToString,
+                    ),
+                },
+            ),
+        )
+    )
+    floor_port = floor.add_insecure_port("127.0.0.1:0")
+    await floor.start()
+    print(
+        json.dumps({"port": port, "echo_port": echo_port, "floor_port": floor_port, **seeded}),
+        flush=True,
+    )
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+    await floor.stop(None)
     await echo.stop(None)
     await server.stop(None)
     await vault_client.close()
@@ -349,6 +388,12 @@ async def _client(info: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     options = [("grpc.use_local_subchannel_pool", 1)]
     server = grpc.aio.insecure_channel(f"127.0.0.1:{info['port']}", options=options)
     echo = grpc.aio.insecure_channel(f"127.0.0.1:{info['echo_port']}", options=options)
+    floor = grpc.aio.insecure_channel(f"127.0.0.1:{info['floor_port']}", options=options)
+    floor_call = floor.unary_unary(
+        FLOOR_METHOD,
+        request_serializer=ver_pb.VerifyCodeRequest.SerializeToString,
+        response_deserializer=ver_pb.VerifyCodeResponse.FromString,
+    )
     stub = ver_grpc.VerificationServiceStub(server)
     echo_call = echo.unary_unary(
         ECHO_METHOD,
@@ -369,6 +414,9 @@ async def _client(info: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     async def echo_rpc(request: ver_pb.VerifyCodeRequest) -> Any:
         return await echo_call(request)
 
+    async def floor_rpc(request: ver_pb.VerifyCodeRequest) -> Any:
+        return await floor_call(request)
+
     async def verify_rpc(request: ver_pb.VerifyCodeRequest) -> Any:
         return await stub.VerifyCode(request, metadata=staff_md)
 
@@ -384,12 +432,18 @@ async def _client(info: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     await _run_phase(echo_rpc, verify_request, args.callers, 1.0)
     await _run_phase(verify_rpc, verify_request, args.callers, 1.0)
     await _run_phase(batch_rpc, lambda n, i: batch_request, args.batch_callers, 1.0)
-    rounds: dict[str, list[Any]] = {"echo": [], "verify": [], "batch": [], "raw": []}
+    await _run_phase(floor_rpc, verify_request, args.callers, 1.0)
+    rounds: dict[str, list[Any]] = {"echo": [], "floor": [], "verify": [], "batch": [], "raw": []}
     none = Phase(1.0, 1.0, 1.0, 0)
     for r in range(args.rounds):
         rounds["echo"].append(
             await _run_phase(echo_rpc, verify_request, args.callers, args.seconds)
             if "echo" in args.phases
+            else none
+        )
+        rounds["floor"].append(
+            await _run_phase(floor_rpc, verify_request, args.callers, args.seconds)
+            if "floor" in args.phases
             else none
         )
         rounds["verify"].append(
@@ -407,10 +461,11 @@ async def _client(info: dict[str, Any], args: argparse.Namespace) -> dict[str, A
         rounds["raw"].append(
             _raw_verify_rate(codes, args.seconds) if "batch" in args.phases else 1.0
         )
-        e, v = rounds["echo"][-1], rounds["verify"][-1]
+        e, f, v = rounds["echo"][-1], rounds["floor"][-1], rounds["verify"][-1]
         print(
             f"round {r + 1}: echo {e.rps:7.0f} rps p99 {e.p99_ms:6.2f} ms "
-            f"cpu {e.server_cpu_us:4.0f}+{e.client_cpu_us:4.0f} us | verify "
+            f"cpu {e.server_cpu_us:4.0f}+{e.client_cpu_us:4.0f} us | floor {f.rps:7.0f} rps "
+            "| verify "
             f"{v.rps:7.0f} rps p99 {v.p99_ms:6.2f} ms "
             f"cpu {v.server_cpu_us:4.0f}+{v.client_cpu_us:4.0f} us | batch "
             f"{rounds['batch'][-1].rps * args.batch:7.0f} codes/s | raw "
@@ -418,6 +473,7 @@ async def _client(info: dict[str, Any], args: argparse.Namespace) -> dict[str, A
             flush=True,
         )
     await server.close()
+    await floor.close()
     await echo.close()
     return rounds
 
@@ -440,8 +496,8 @@ def main() -> None:
     parser.add_argument("--codes", type=int, default=2000)
     parser.add_argument(
         "--phases",
-        default="echo,verify,batch",
-        help="comma-separated subset of echo,verify,batch (for profiling)",
+        default="echo,floor,verify,batch",
+        help="comma-separated subset of echo,floor,verify,batch (for profiling)",
     )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -501,7 +557,7 @@ def _verdict(ok: bool) -> str:
 def _report(args: argparse.Namespace, rounds: dict[str, list[Any]]) -> None:
     """Best and median rounds, ratios, and a met/MISSED line per target."""
     med = statistics.median
-    echo, verify = rounds["echo"], rounds["verify"]
+    echo, floor, verify = rounds["echo"], rounds["floor"], rounds["verify"]
     batch = [p.rps * args.batch for p in rounds["batch"]]
     raw: list[float] = rounds["raw"]
     print()
@@ -510,7 +566,7 @@ def _report(args: argparse.Namespace, rounds: dict[str, list[Any]]) -> None:
         f"{args.seconds:g} s; distinct request ids, {args.codes} distinct codes (no result cache)"
     )
     print("                  rps best / median   p50 ms best / median   p99 ms best / median")
-    for name, phases in (("echo", echo), ("VerifyCode", verify)):
+    for name, phases in (("echo", echo), ("sig. floor", floor), ("VerifyCode", verify)):
         print(
             f"  {name:<11} {max(p.rps for p in phases):9.0f} / {med(p.rps for p in phases):6.0f}"
             f"   {min(p.p50_ms for p in phases):9.2f} / {med(p.p50_ms for p in phases):6.2f}"
@@ -525,6 +581,8 @@ def _report(args: argparse.Namespace, rounds: dict[str, list[Any]]) -> None:
     rps_med = med(v.rps / e.rps for v, e in zip(verify, echo, strict=True))
     p99_best = min(p.p99_ms for p in verify) / min(p.p99_ms for p in echo)
     p99_med = med(v.p99_ms / e.p99_ms for v, e in zip(verify, echo, strict=True))
+    floor_best = max(p.rps for p in floor) / max(p.rps for p in echo)
+    floor_med = med(f.rps / e.rps for f, e in zip(floor, echo, strict=True))
     batch_best = max(batch) / max(raw)
     batch_med = med(b / r for b, r in zip(batch, raw, strict=True))
     print(
@@ -535,6 +593,10 @@ def _report(args: argparse.Namespace, rounds: dict[str, list[Any]]) -> None:
     print(
         f"  VerifyCode/echo rps   {rps_best:5.2f} / {rps_med:5.2f}   target >= 0.60  "
         f"best {_verdict(rps_best >= 0.6)}, median {_verdict(rps_med >= 0.6)}"
+    )
+    print(
+        f"  floor/echo rps        {floor_best:5.2f} / {floor_med:5.2f}   (no target: the ceiling "
+        "for any VerifyCode on this machine; decode + ES256 only, no auth, no database)"
     )
     print(
         f"  VerifyCode/echo p99   {p99_best:5.2f} / {p99_med:5.2f}   target <= 2.00  "
