@@ -75,6 +75,7 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
 
     from healthcode.codes import CodeKind, Colour
     from healthcode.common.logging import configure
+    from healthcode.common.runtime import freeze_startup_heap
     from healthcode.server.app import SERVICES, build_server
     from healthcode.server.auth.sessions import create_login_session
     from healthcode.server.auth.sms import OutboxSmsSender
@@ -267,6 +268,7 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
     )
     floor_port = floor.add_insecure_port("127.0.0.1:0")
     await floor.start()
+    freeze_startup_heap()  # as `healthcode server` does once it serves
     print(
         json.dumps({"port": port, "echo_port": echo_port, "floor_port": floor_port, **seeded}),
         flush=True,

@@ -82,7 +82,7 @@ def server(
 
     async def main() -> None:
         stop = _run_until_signal()
-        await serve(settings, stop=stop)
+        await serve(settings, stop=stop, freeze_heap=True)
 
     asyncio.run(main())
 

@@ -16,6 +16,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from healthcode.common.runtime import freeze_startup_heap
 from healthcode.server.common import paging
 from healthcode.server.db.engine import Database
 from healthcode.server.interceptors import AccessLogInterceptor, AuthInterceptor, ErrorInterceptor
@@ -219,11 +220,18 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    freeze_heap: bool = False,
 ) -> None:
-    """Run the server until ``stop`` is set (or forever); sets ``ready`` once serving."""
+    """Run the server until ``stop`` is set (or forever); sets ``ready`` once serving.
+
+    ``freeze_heap`` (for a process that only serves, as ``healthcode server``) excludes start-up
+    objects from garbage collection (:func:`healthcode.common.runtime.freeze_startup_heap`).
+    """
     server = PlatformServer(settings)
     try:
         await server.start()
+        if freeze_heap:
+            freeze_startup_heap()
         if ready is not None:
             ready.set()
         await (stop.wait() if stop is not None else asyncio.Event().wait())

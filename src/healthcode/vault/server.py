@@ -25,6 +25,7 @@ from healthcode_sdk._gen.healthcode.vault.v1 import (
 )
 from sqlalchemy import Engine
 
+from healthcode.common.runtime import freeze_startup_heap
 from healthcode.vault.audit import AuditLog, AuditSigner
 from healthcode.vault.auth import CredentialVerifier, Role, ensure_credential_file
 from healthcode.vault.core import VaultCore
@@ -217,15 +218,21 @@ async def run_vault(
     settings: VaultSettings | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    *,
+    freeze_heap: bool = False,
 ) -> None:
     """Run the vault until ``stop`` is set or the task is cancelled; set ``ready`` once serving.
 
     ``healthcode up`` runs this as a task next to the platform server (or runs
-    ``healthcode vault serve`` as a subprocess and waits for its health check).
+    ``healthcode vault serve`` as a subprocess and waits for its health check). ``freeze_heap``
+    (for a process that only serves) excludes start-up objects from garbage collection
+    (:func:`healthcode.common.runtime.freeze_startup_heap`).
     """
     server = VaultServer(settings or VaultSettings())
     try:
         await server.start()
+        if freeze_heap:
+            freeze_startup_heap()
         if ready is not None:
             ready.set()
         await (stop.wait() if stop is not None else asyncio.Event().wait())
@@ -241,6 +248,6 @@ def serve(settings: VaultSettings | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_vault(settings, stop=stop)
+        await run_vault(settings, stop=stop, freeze_heap=True)
 
     asyncio.run(main())
