@@ -70,6 +70,30 @@ def _echo_response() -> ver_pb.VerifyCodeResponse:
     )
 
 
+async def _bare_server(method: str, handler: Any) -> tuple[grpc.aio.Server, int]:
+    """A started ``grpc.aio`` server on 127.0.0.1 with one unary method (``/service/name``)
+    taking a VerifyCodeRequest and answering a VerifyCodeResponse: no interceptors."""
+    _, service, name = method.split("/")
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                service,
+                {
+                    name: grpc.unary_unary_rpc_method_handler(
+                        handler,
+                        request_deserializer=ver_pb.VerifyCodeRequest.FromString,
+                        response_serializer=ver_pb.VerifyCodeResponse.SerializeToString,
+                    ),
+                },
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
 async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
     from pydantic import SecretStr
 
@@ -219,55 +243,22 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
 
-    echo = grpc.aio.server()
     response = _echo_response()
 
     async def echo_handler(request: ver_pb.VerifyCodeRequest, context: Any) -> Any:
         return response
 
-    echo.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "bench.v1.Echo",
-                {
-                    "Echo": grpc.unary_unary_rpc_method_handler(
-                        echo_handler,
-                        request_deserializer=ver_pb.VerifyCodeRequest.FromString,
-                        response_serializer=ver_pb.VerifyCodeResponse.SerializeToString,
-                    ),
-                },
-            ),
-        )
-    )
-    echo_port = echo.add_insecure_port("127.0.0.1:0")
-    await echo.start()
-
     # The floor: a bare service (no interceptors, no auth, no database) that only decodes and
     # verifies the code with the server's own verifier, then answers like the echo. No
     # VerifyCode can be faster than this on the same machine.
     verifier = (await platform.keys.snapshot()).verifier
-    floor = grpc.aio.server()
 
     async def floor_handler(request: ver_pb.VerifyCodeRequest, context: Any) -> Any:
         verifier.verify(request.code)
         return response
 
-    floor.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "bench.v1.Floor",
-                {
-                    "Check": grpc.unary_unary_rpc_method_handler(
-                        floor_handler,
-                        request_deserializer=ver_pb.VerifyCodeRequest.FromString,
-                        response_serializer=ver_pb.VerifyCodeResponse.SerializeToString,
-                    ),
-                },
-            ),
-        )
-    )
-    floor_port = floor.add_insecure_port("127.0.0.1:0")
-    await floor.start()
+    echo, echo_port = await _bare_server(ECHO_METHOD, echo_handler)
+    floor, floor_port = await _bare_server(FLOOR_METHOD, floor_handler)
     freeze_startup_heap()  # as `healthcode server` does once it serves
     print(
         json.dumps({"port": port, "echo_port": echo_port, "floor_port": floor_port, **seeded}),
@@ -389,19 +380,19 @@ async def _client(info: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     prov_md = (("authorization", f"Bearer {info['provincial']}"),)
     options = [("grpc.use_local_subchannel_pool", 1)]
     server = grpc.aio.insecure_channel(f"127.0.0.1:{info['port']}", options=options)
-    echo = grpc.aio.insecure_channel(f"127.0.0.1:{info['echo_port']}", options=options)
-    floor = grpc.aio.insecure_channel(f"127.0.0.1:{info['floor_port']}", options=options)
-    floor_call = floor.unary_unary(
-        FLOOR_METHOD,
-        request_serializer=ver_pb.VerifyCodeRequest.SerializeToString,
-        response_deserializer=ver_pb.VerifyCodeResponse.FromString,
-    )
     stub = ver_grpc.VerificationServiceStub(server)
-    echo_call = echo.unary_unary(
-        ECHO_METHOD,
-        request_serializer=ver_pb.VerifyCodeRequest.SerializeToString,
-        response_deserializer=ver_pb.VerifyCodeResponse.FromString,
-    )
+
+    def bare(port: int, method: str) -> tuple[grpc.aio.Channel, Any]:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+        call = channel.unary_unary(
+            method,
+            request_serializer=ver_pb.VerifyCodeRequest.SerializeToString,
+            response_deserializer=ver_pb.VerifyCodeResponse.FromString,
+        )
+        return channel, call
+
+    echo, echo_call = bare(info["echo_port"], ECHO_METHOD)
+    floor, floor_call = bare(info["floor_port"], FLOOR_METHOD)
     run_id = secrets.token_hex(3)
     counter = iter(range(10**9))
 
