@@ -137,17 +137,7 @@ def _verify_one(  # noqa: PLR0917 - one scan's parts, positionally as before
             decision,
         )
         passage_id, color, decision = recorded.passage_id, recorded.color, recorded.decision
-    claims = verified.claims
-    return pb.VerifyCodeResponse(
-        color=color,  # type: ignore[arg-type]
-        signed_color=int(claims.colour),  # type: ignore[arg-type]
-        kind=int(claims.kind),  # type: ignore[arg-type]
-        identity=store.masked_identity(person),
-        expire_time=_expire_ts(claims.expires_at),
-        decision=decision,  # type: ignore[arg-type]
-        passage_id=passage_id,
-        id_card_required=claims.kind == 2,
-    )
+    return _response(verified, person, color, decision, passage_id)
 
 
 @dataclass(slots=True)

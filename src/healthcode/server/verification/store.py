@@ -96,16 +96,18 @@ _HOLDERS = (
 
 _codes_t = cast(Table, IssuedCodeRecord.__table__)
 _persons_t = cast(Table, Person.__table__)
+#: What a holder lookup reads about a code's holder (after the code's ``revoked_at``).
+_HOLDER_COLUMNS = (
+    _codes_t.c.revoked_at,
+    _persons_t.c.id,
+    _persons_t.c.color,
+    _persons_t.c.rules_version,
+    _persons_t.c.status_valid_until,
+    _persons_t.c.masked_name,
+    _persons_t.c.masked_id_number,
+)
 _HOLDER_ROW = (
-    select(
-        _codes_t.c.revoked_at,
-        _persons_t.c.id,
-        _persons_t.c.color,
-        _persons_t.c.rules_version,
-        _persons_t.c.status_valid_until,
-        _persons_t.c.masked_name,
-        _persons_t.c.masked_id_number,
-    )
+    select(*_HOLDER_COLUMNS)
     .join(_persons_t, _persons_t.c.id == _codes_t.c.person_id)
     .where(_codes_t.c.cti == bindparam("cti"))
 )
@@ -122,16 +124,7 @@ class PersonView:
 
 
 _HOLDER_ROWS = (
-    select(
-        _codes_t.c.cti,
-        _codes_t.c.revoked_at,
-        _persons_t.c.id,
-        _persons_t.c.color,
-        _persons_t.c.rules_version,
-        _persons_t.c.status_valid_until,
-        _persons_t.c.masked_name,
-        _persons_t.c.masked_id_number,
-    )
+    select(_codes_t.c.cti, *_HOLDER_COLUMNS)
     .join(_persons_t, _persons_t.c.id == _codes_t.c.person_id)
     .where(_codes_t.c.cti.in_(bindparam("ctis", expanding=True)))
 )
