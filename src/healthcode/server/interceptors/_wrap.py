@@ -95,3 +95,19 @@ class HandlerCache:
         if len(self._by_method) < 4096:  # method names come from the server's own table
             self._by_method[method] = (handler, wrapped)
         return wrapped
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that wraps every method's handler with one :class:`Wrapper`
+    (cached per method, see :class:`HandlerCache`)."""
+
+    def __init__(self, wrapper: Wrapper) -> None:
+        self._handlers = HandlerCache(wrapper)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        return self._handlers.get(handler, handler_call_details.method)

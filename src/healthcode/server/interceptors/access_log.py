@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -17,10 +17,10 @@ import structlog
 from prometheus_client import Counter, Histogram
 
 from healthcode.server.common.principal import open_call_record
-from healthcode.server.interceptors._wrap import HandlerCache
+from healthcode.server.interceptors._wrap import WrappingInterceptor
 
 if TYPE_CHECKING:
-    from healthcode.server.interceptors._wrap import Context, Handler, Streaming, Unary
+    from healthcode.server.interceptors._wrap import Context, Streaming, Unary
 
 log = structlog.get_logger("healthcode.access")
 _std_log = logging.getLogger("healthcode.access")
@@ -98,16 +98,8 @@ class _AccessLog:
         return logged
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):
+class AccessLogInterceptor(WrappingInterceptor):
     """Logs and counts every call without its content."""
 
     def __init__(self) -> None:
-        self._handlers = HandlerCache(_AccessLog())
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        return self._handlers.get(handler, handler_call_details.method)
+        super().__init__(_AccessLog())

@@ -7,18 +7,16 @@ handler.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
-
-import grpc
 
 from healthcode.common.errors import PermissionDenied, Unauthenticated
 from healthcode.server.auth.policy import allowed_roles
 from healthcode.server.common.principal import Principal, Role, reset_principal, set_principal
-from healthcode.server.interceptors._wrap import HandlerCache
+from healthcode.server.interceptors._wrap import WrappingInterceptor
 
 if TYPE_CHECKING:
-    from healthcode.server.interceptors._wrap import Context, Handler, Streaming, Unary
+    from healthcode.server.interceptors._wrap import Context, Streaming, Unary
 
 
 class Authenticator(Protocol):
@@ -87,17 +85,8 @@ class _Authenticate:
         return authenticated
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     """Authenticates the caller and checks its role against the method's allowed roles."""
 
     def __init__(self, authenticator: Authenticator) -> None:
-        self._authenticator = authenticator
-        self._handlers = HandlerCache(_Authenticate(authenticator))
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        return self._handlers.get(handler, handler_call_details.method)
+        super().__init__(_Authenticate(authenticator))

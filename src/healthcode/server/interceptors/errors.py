@@ -4,7 +4,7 @@ INTERNAL with a generic message (the exception type is logged, never its text: i
 from __future__ import annotations
 
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,10 +12,10 @@ import grpc
 import structlog
 
 from healthcode.common.errors import ServiceError
-from healthcode.server.interceptors._wrap import HandlerCache
+from healthcode.server.interceptors._wrap import WrappingInterceptor
 
 if TYPE_CHECKING:
-    from healthcode.server.interceptors._wrap import Context, Handler, Streaming, Unary
+    from healthcode.server.interceptors._wrap import Context, Streaming, Unary
 
 log = structlog.get_logger("healthcode.errors")
 
@@ -59,16 +59,8 @@ class _MapErrors:
         return mapped
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(WrappingInterceptor):
     """Turns domain exceptions into rich statuses (google.rpc.Status with ErrorInfo)."""
 
     def __init__(self) -> None:
-        self._handlers = HandlerCache(_MapErrors())
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        return self._handlers.get(handler, handler_call_details.method)
+        super().__init__(_MapErrors())
