@@ -1,4 +1,5 @@
-"""Process-level runtime settings of the long-running servers.
+"""Running the long-lived servers: :func:`serve_until_stopped` (start, serve, stop) and the
+process-level :func:`freeze_startup_heap`.
 
 :func:`freeze_startup_heap` is called once by ``healthcode server`` and ``healthcode vault``
 after they serve. Everything allocated while starting (imported modules, SQLAlchemy metadata,
@@ -14,7 +15,9 @@ process anyway.
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from typing import Any, Protocol
 
 
 def freeze_startup_heap() -> int:
@@ -25,4 +28,33 @@ def freeze_startup_heap() -> int:
     return gc.get_freeze_count()
 
 
-__all__ = ["freeze_startup_heap"]
+class Serving(Protocol):
+    """A server with ``await start()`` (binds and serves) and ``await stop()``."""
+
+    async def start(self) -> Any: ...
+
+    async def stop(self) -> None: ...
+
+
+async def serve_until_stopped(
+    server: Serving,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    freeze_heap: bool = False,
+) -> None:
+    """Start ``server``, set ``ready``, serve until ``stop`` is set (or the task is cancelled),
+    then stop it; ``freeze_heap`` (for a process that only serves) calls
+    :func:`freeze_startup_heap` once serving."""
+    try:
+        await server.start()
+        if freeze_heap:
+            freeze_startup_heap()
+        if ready is not None:
+            ready.set()
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        await asyncio.shield(server.stop())
+
+
+__all__ = ["Serving", "freeze_startup_heap", "serve_until_stopped"]

@@ -16,7 +16,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from healthcode.common.runtime import freeze_startup_heap
+from healthcode.common.runtime import serve_until_stopped
 from healthcode.server.common import paging
 from healthcode.server.db.engine import Database
 from healthcode.server.interceptors import AccessLogInterceptor, AuthInterceptor, ErrorInterceptor
@@ -227,16 +227,9 @@ async def serve(
     ``freeze_heap`` (for a process that only serves, as ``healthcode server``) excludes start-up
     objects from garbage collection (:func:`healthcode.common.runtime.freeze_startup_heap`).
     """
-    server = PlatformServer(settings)
-    try:
-        await server.start()
-        if freeze_heap:
-            freeze_startup_heap()
-        if ready is not None:
-            ready.set()
-        await (stop.wait() if stop is not None else asyncio.Event().wait())
-    finally:
-        await asyncio.shield(server.stop())
+    await serve_until_stopped(
+        PlatformServer(settings), ready=ready, stop=stop, freeze_heap=freeze_heap
+    )
 
 
 async def _housekeeping(platform: Platform) -> None:

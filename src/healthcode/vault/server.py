@@ -25,7 +25,7 @@ from healthcode_sdk._gen.healthcode.vault.v1 import (
 )
 from sqlalchemy import Engine
 
-from healthcode.common.runtime import freeze_startup_heap
+from healthcode.common.runtime import serve_until_stopped
 from healthcode.vault.audit import AuditLog, AuditSigner
 from healthcode.vault.auth import CredentialVerifier, Role, ensure_credential_file
 from healthcode.vault.core import VaultCore
@@ -228,16 +228,9 @@ async def run_vault(
     (for a process that only serves) excludes start-up objects from garbage collection
     (:func:`healthcode.common.runtime.freeze_startup_heap`).
     """
-    server = VaultServer(settings or VaultSettings())
-    try:
-        await server.start()
-        if freeze_heap:
-            freeze_startup_heap()
-        if ready is not None:
-            ready.set()
-        await (stop.wait() if stop is not None else asyncio.Event().wait())
-    finally:
-        await asyncio.shield(server.stop())
+    await serve_until_stopped(
+        VaultServer(settings or VaultSettings()), ready=ready, stop=stop, freeze_heap=freeze_heap
+    )
 
 
 def serve(settings: VaultSettings | None = None) -> None:
