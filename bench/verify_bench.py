@@ -100,20 +100,14 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
     from healthcode.codes import CodeKind, Colour
     from healthcode.common.logging import configure
     from healthcode.common.runtime import freeze_startup_heap
-    from healthcode.server.app import SERVICES, build_server
+    from healthcode.server.app import SERVICES, build_platform, build_server
     from healthcode.server.auth.sessions import create_login_session
-    from healthcode.server.auth.sms import OutboxSmsSender
-    from healthcode.server.codes.keystore import KeyStore
     from healthcode.server.codes.store import remember_code
-    from healthcode.server.common import paging
     from healthcode.server.db.base import new_id, utcnow
-    from healthcode.server.db.engine import Database
-    from healthcode.server.db.migrate import upgrade
     from healthcode.server.db.models import Account, Checkpoint, Person
-    from healthcode.server.platform import Platform, load_or_create_secret
     from healthcode.server.settings import ServerSettings
     from healthcode.vault.auth import read_credential_file
-    from healthcode.vault.client import TokenizeItem, VaultClient
+    from healthcode.vault.client import TokenizeItem
     from healthcode.vault.fields import FieldType
     from healthcode.vault.server import VaultServer
     from healthcode.vault.settings import VaultSettings
@@ -154,20 +148,8 @@ async def _serve(db_kind: str, pg_url: str, persons: int, codes: int) -> None:
         dynamic_code_seconds=3600,
         log_level="WARNING",
     )
-    settings.server_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(database_url)
-    secret = load_or_create_secret(settings.server_dir / "secret.key")
-    paging.set_token_key(secret)
-    db = Database.from_url(database_url, threads=settings.db_threads)
-    vault_client = VaultClient.connect(settings.privacy_vault_address, credential)
-    platform = Platform(
-        settings=settings,
-        db=db,
-        vault=vault_client,
-        secret=secret,
-        keys=KeyStore(db, settings, secret),
-        sms=OutboxSmsSender(settings.sms_outbox, secret),
-    )
+    platform = await build_platform(settings)  # as `healthcode server` builds it
+    db, vault_client = platform.db, platform.vault
 
     # Seed: persons (through the vault), a checkpoint with a staff account, a provincial account.
     records = [people.person() for _ in range(persons)]

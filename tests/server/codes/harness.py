@@ -23,22 +23,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from healthcode.common.identity import classify_id_number
-from healthcode.server.app import SERVICES, build_server
+from healthcode.server.app import SERVICES, build_platform, build_server
 from healthcode.server.auth.sessions import create_login_session
-from healthcode.server.auth.sms import OutboxSmsSender
 from healthcode.server.auth.tokens import new_token, token_hash
-from healthcode.server.codes.keystore import KeyStore
-from healthcode.server.common import paging
 from healthcode.server.db.base import new_id, utcnow
 from healthcode.server.db.engine import Database
-from healthcode.server.db.migrate import upgrade
 from healthcode.server.db.models import Account, AuthSession, Checkpoint, Device, Person
-from healthcode.server.platform import Platform, load_or_create_secret
+from healthcode.server.platform import Platform
 from healthcode.server.settings import ServerSettings
 from healthcode.server.status.models import StatusChange
 from healthcode.server.status.rules import recompute
 from healthcode.vault.auth import read_credential_file
-from healthcode.vault.client import TokenizeItem, VaultClient
+from healthcode.vault.client import TokenizeItem
 from healthcode.vault.fields import FieldType
 from healthcode.vault.server import VaultServer
 from healthcode.vault.settings import VaultSettings
@@ -238,22 +234,10 @@ async def start_gate_stack(
         database_url=database_url,
         privacy_vault_address=f"127.0.0.1:{vault_port}",
         privacy_vault_credential=SecretStr(credential),
-        **overrides,
+        **{"db_threads": 4, **overrides},
     )
-    settings.server_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(database_url)
-    secret = load_or_create_secret(settings.server_dir / "secret.key")
-    paging.set_token_key(secret)
-    db = Database.from_url(database_url, threads=4)
-    vault_client = VaultClient.connect(settings.privacy_vault_address, credential)
-    platform = Platform(
-        settings=settings,
-        db=db,
-        vault=vault_client,
-        secret=secret,
-        keys=KeyStore(db, settings, secret),
-        sms=OutboxSmsSender(settings.sms_outbox, secret),
-    )
+    platform = await build_platform(settings)
+    vault_client = platform.vault
     server, _health = build_server(platform, services=MY_SERVICES)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -273,5 +257,5 @@ async def start_gate_stack(
         await channel.close()
         await server.stop(None)
         await vault_client.close()
-        db.close()
+        platform.db.close()
         await vault.stop()
