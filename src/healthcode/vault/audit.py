@@ -35,7 +35,20 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import ColumnElement, Connection, Engine, and_, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 from healthcode.vault.keys.base import KeyBackend
 from healthcode.vault.models import (
@@ -232,29 +245,88 @@ def canonical_content(
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def token_key(token: str) -> int:
-    """The audit search key of a token: its first 8 random characters as a signed 64-bit int.
+def token_key(token: str) -> str:
+    """The audit search key of a token: its characters 4-11.
 
-    Tokens are ``<type>_`` plus 26 random base32 characters, so characters 4-11 carry 40 random
-    bits; reading them is ~10x cheaper than hashing, and this runs once per token per event.
-    Keys of different tokens can collide, so searches confirm each candidate event against its
-    own token list (:func:`events_with_token`).
+    Tokens are ``<type>_`` plus 26 random base32 characters, so these carry 40 random bits. The
+    indexer computes the same key in SQL (``substr(token, 5, 8)``). Keys of different tokens can
+    collide, so searches confirm each candidate event against its own token list
+    (:func:`events_with_token`).
     """
-    return int.from_bytes(token[4:12].encode(), "big", signed=True)
+    return token[4:12]
 
 
 def events_with_token(token: str) -> ColumnElement[bool]:
     """A condition on ``audit_events`` selecting the events that list ``token``.
 
-    The index narrows to candidate positions; the LIKE on the stored JSON token list (only
-    evaluated for those candidates) removes hash collisions.
+    The index narrows to candidate positions with one primary-key probe per bucket; the LIKE on
+    the stored JSON token list (only evaluated for those candidates) removes key collisions.
     """
+    newest = select(audit_index_state.c.bucket).where(audit_index_state.c.id == 1).scalar_subquery()
+    buckets = select(literal(0).label("n")).cte("index_buckets", recursive=True)
+    buckets = buckets.union_all(select(buckets.c.n + 1).where(buckets.c.n < newest))
+    candidates = (
+        select(audit_token_index.c.seq)
+        .select_from(buckets)
+        .join(audit_token_index, audit_token_index.c.bucket == buckets.c.n)
+        .where(audit_token_index.c.token_key == token_key(token))
+    )
     return and_(
-        audit_events.c.seq.in_(
-            select(audit_token_index.c.seq).where(audit_token_index.c.token_key == token_key(token))
-        ),
+        audit_events.c.seq.in_(candidates),
         audit_events.c.tokens.contains(json.dumps(token), autoescape=True),
     )
+
+
+#: How an indexing step reads the events' token lists, per dialect (``audit_index`` is
+#: ``AUDIT_INDEX_SCHEMA``): every string item's key, sorted so that the B-tree is written in
+#: order. A token list that is not a JSON array of strings (only a tampered row has one) gives
+#: its string items or nothing; on PostgreSQL unparsable JSON fails the statement and the range
+#: is indexed by :func:`_index_one_by_one`.
+_INDEX_EVENTS = {
+    "sqlite": text(
+        "INSERT OR IGNORE INTO audit_index.token_index (bucket, token_key, seq) "
+        "SELECT :bucket, substr(t.value, 5, 8), e.seq "
+        "FROM audit_events AS e, json_each(CASE WHEN json_valid(e.tokens) "
+        "THEN e.tokens ELSE '[]' END) AS t "
+        "WHERE e.seq > :low AND e.seq <= :high AND t.type = 'text' "
+        "ORDER BY 2, 3"
+    ),
+    "postgresql": text(
+        "INSERT INTO audit_index.token_index (bucket, token_key, seq) "
+        "SELECT :bucket, substr(t.value #>> '{}', 5, 8), e.seq "
+        "FROM audit_events AS e, jsonb_array_elements(e.tokens::jsonb) AS t "
+        "WHERE e.seq > :low AND e.seq <= :high AND jsonb_typeof(t.value) = 'string' "
+        "ORDER BY 2, 3 ON CONFLICT DO NOTHING"
+    ),
+}
+
+
+def _index_one_by_one(conn: Connection, bucket: int, low: int, high: int) -> int:
+    """The slow path of :meth:`AuditLog.index_tokens`: parse each event's token list here."""
+    rows: set[tuple[int, str, int]] = set()
+    for seq, tokens in conn.execute(
+        select(audit_events.c.seq, audit_events.c.tokens).where(
+            audit_events.c.seq > low, audit_events.c.seq <= high
+        )
+    ):
+        try:
+            items = json.loads(tokens)
+        except ValueError:
+            continue
+        if isinstance(items, list):
+            rows.update((bucket, token_key(t), int(seq)) for t in items if isinstance(t, str))
+    if not rows:
+        return 0
+    on_conflict = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    result = conn.execute(
+        on_conflict(audit_token_index).on_conflict_do_nothing(),
+        [{"bucket": b, "token_key": k, "seq": q} for b, k, q in sorted(rows)],
+    )
+    return result.rowcount if result.rowcount >= 0 else len(rows)
+
+
+#: Index entries per bucket (ADR 0105).
+INDEX_BUCKET_ENTRIES = 1 << 18
 
 
 def chain_hash(prev_hash: bytes, content: bytes) -> bytes:
@@ -368,6 +440,9 @@ class AuditLog:
         self.lock = threading.RLock()
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        #: Entries per index bucket: bounds the part of the index B-tree a write touches.
+        self.bucket_entries = INDEX_BUCKET_ENTRIES
 
     def append(self, conn: Connection, record: AuditRecord) -> int:
         """Append one event inside the caller's transaction; returns its seq.
@@ -427,47 +502,52 @@ class AuditLog:
         conn.execute(_UPDATE_HEAD, {"seq": seq, "hash": digest})
         return seq
 
-    def index_tokens(self, engine: Engine, limit: int = 20_000) -> int:
-        """Add appended events' tokens to the token search index; returns events indexed.
+    def index_tokens(self, engine: Engine, max_events: int = 500) -> int:
+        """Index the tokens of up to ``max_events`` appended events; returns events indexed.
 
-        Indexing is deferred out of the request path: each token is a random key, so indexing
-        it inside every append would dirty one B-tree page per token and dominate the commit.
-        The audit service indexes before it searches, and a background task keeps up.
+        Indexing is deferred out of the request path and off the chain lock (ADR 0105): it only
+        reads committed events, and on SQLite it writes a database file of its own, so appends
+        and tokenization go on meanwhile. The whole step is one ``INSERT ... SELECT`` over the
+        events' JSON token lists, run inside the database (no Python per token, and no GIL on
+        SQLite). The audit service indexes before it searches; a background task keeps up.
         """
-        with self.lock, engine.begin() as conn:
-            watermark = conn.execute(
-                select(audit_index_state.c.indexed_seq)
-                .where(audit_index_state.c.id == 1)
-                .with_for_update()
-            ).scalar_one()
-            rows = conn.execute(
-                select(audit_events.c.seq, audit_events.c.tokens)
-                .where(audit_events.c.seq > watermark)
-                .order_by(audit_events.c.seq)
-                .limit(limit)
-            ).all()
-            if not rows:
-                return 0
-            pairs = list(
-                dict.fromkeys(
-                    (token_key(t), int(r.seq))
-                    for r in rows
-                    for t in json.loads(r.tokens)
-                    if isinstance(t, str)
-                )
-            )
-            if pairs:
-                mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-                conn.exec_driver_sql(
-                    f"INSERT INTO audit_token_index (token_key, seq) VALUES ({mark}, {mark})",  # noqa: S608 - placeholders only
-                    pairs,
-                )
+        with self._index_lock, engine.begin() as conn:
+            # Writing the state row first takes the index's write lock (SQLite) or row lock
+            # (PostgreSQL), so concurrent indexers of several processes take turns.
             conn.execute(
                 update(audit_index_state)
                 .where(audit_index_state.c.id == 1)
-                .values(indexed_seq=max(int(r.seq) for r in rows))
+                .values(indexed_seq=audit_index_state.c.indexed_seq)
             )
-            return len(rows)
+            state = conn.execute(
+                select(
+                    audit_index_state.c.indexed_seq,
+                    audit_index_state.c.bucket,
+                    audit_index_state.c.bucket_entries,
+                ).where(audit_index_state.c.id == 1)
+            ).one()
+            head = conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar_one()
+            low = int(state.indexed_seq)
+            high = min(int(head), low + max_events)
+            if high <= low:
+                return 0
+            params = {"bucket": int(state.bucket), "low": low, "high": high}
+            try:
+                with conn.begin_nested():
+                    added = conn.execute(_INDEX_EVENTS[conn.dialect.name], params).rowcount
+            except DBAPIError:
+                # A token list the database cannot read as JSON (only a tampered row has
+                # one): index this range event by event, skipping what does not parse.
+                added = _index_one_by_one(conn, **params)
+            bucket, entries = int(state.bucket), int(state.bucket_entries) + max(added, 0)
+            if entries >= self.bucket_entries:
+                bucket, entries = bucket + 1, 0
+            conn.execute(
+                update(audit_index_state)
+                .where(audit_index_state.c.id == 1)
+                .values(indexed_seq=high, bucket=bucket, bucket_entries=entries)
+            )
+            return high - low
 
     def record(self, engine: Engine, record: AuditRecord) -> int:
         """Append one event durably before returning its seq (group commit).
@@ -535,6 +615,16 @@ class AuditLog:
             return root
 
 
+def _stored_list(raw: Any) -> tuple[Any, ...]:
+    """A stored JSON list column as a tuple; a value that is not one (a tampered row) is kept
+    as read, as the only item, so verification reports the row instead of failing on it."""
+    try:
+        items = json.loads(raw)
+    except (TypeError, ValueError):
+        return (raw,)
+    return tuple(items) if isinstance(items, list) else (items,)
+
+
 def _event_from_row(row: Any) -> EventRow:
     return EventRow(
         row_id=int(row.id),
@@ -547,9 +637,9 @@ def _event_from_row(row: Any) -> EventRow:
         purpose=row.purpose,
         outcome=row.outcome,
         reason=row.reason,
-        tokens=tuple(json.loads(row.tokens)),
-        subject_ids=tuple(json.loads(row.subject_ids)),
-        field_types=tuple(json.loads(row.field_types)),
+        tokens=_stored_list(row.tokens),
+        subject_ids=_stored_list(row.subject_ids),
+        field_types=_stored_list(row.field_types),
         reference=row.reference,
         request_id=row.request_id,
         policy_version=int(row.policy_version),

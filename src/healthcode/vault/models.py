@@ -101,23 +101,44 @@ audit_events = Table(
     Index("ix_audit_events_occurred_at", "occurred_at"),
 )
 
-#: Search index of audit events by token (derived from ``audit_events.tokens`` off the request
-#: path): ``token_key`` is :func:`healthcode.vault.audit.token_key` (64 bits of SHA-256 of the
-#: token), so one clustered B-tree of integer pairs serves the search; candidates are confirmed
-#: against the event's own token list.
+#: The audit log's search index by token lives outside the migrated schema (ADR 0105): it is
+#: derived data that the vault creates at start (:func:`healthcode.vault.db.ensure_audit_index`)
+#: and rebuilds from ``audit_events`` whenever it is missing or of another format. On SQLite the
+#: schema is a database file of its own, attached to every connection, so that indexing never
+#: takes the vault database's write lock; on PostgreSQL it is a schema of the vault database.
+AUDIT_INDEX_SCHEMA = "audit_index"
+#: Bump when the index tables change shape: the vault then drops and rebuilds them.
+AUDIT_INDEX_FORMAT = 1
+
+index_metadata = MetaData(schema=AUDIT_INDEX_SCHEMA)
+
+#: One row per (token, event). ``token_key`` is characters 4-11 of the token (40 of its random
+#: bits; :func:`healthcode.vault.audit.token_key`), so a search confirms candidate events against
+#: their own token list. ``bucket`` partitions the index by when an entry was written: new
+#: entries always land in the newest bucket, so a write touches a bounded part of the B-tree
+#: however long the log grows, and a search probes each bucket once.
 audit_token_index = Table(
-    "audit_token_index",
-    metadata,
-    Column("token_key", BigInteger, primary_key=True, autoincrement=False),
+    "token_index",
+    index_metadata,
+    Column("bucket", Integer, primary_key=True, autoincrement=False),
+    Column(
+        "token_key",
+        String(8).with_variant(String(8, collation="C"), "postgresql"),
+        primary_key=True,
+    ),
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     sqlite_with_rowid=False,
 )
 
+#: The single row (id 1) saying how far the index has read the log and which bucket it fills.
 audit_index_state = Table(
-    "audit_index_state",
-    metadata,
-    Column("id", Integer, primary_key=True),
+    "state",
+    index_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("format", Integer, nullable=False),
     Column("indexed_seq", BigInteger, nullable=False),
+    Column("bucket", Integer, nullable=False),
+    Column("bucket_entries", BigInteger, nullable=False),
 )
 
 audit_head = Table(

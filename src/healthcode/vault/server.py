@@ -169,7 +169,10 @@ class VaultServer:
         while True:
             await asyncio.sleep(self.settings.audit_index_interval)
             try:
-                await loop.run_in_executor(self._executor, core.audit.index_tokens, core.engine)
+                while await loop.run_in_executor(
+                    self._executor, core.audit.index_tokens, core.engine
+                ):
+                    pass
             except Exception as exc:
                 log.warning("vault.audit.index_failed", error_type=type(exc).__name__)
 

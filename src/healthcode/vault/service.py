@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextvars
 import functools
+import json
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -261,9 +262,14 @@ def _pb_fields(names: tuple[str, ...]) -> list[vault_pb2.FieldType.ValueType]:
     for name in names:
         try:
             out.append(FIELD_TO_PB[FieldType(name)])
-        except ValueError:
+        except (TypeError, ValueError):  # only a tampered row holds something else
             out.append(vault_pb2.FIELD_TYPE_UNSPECIFIED)
     return out
+
+
+def _pb_strings(items: tuple[Any, ...]) -> list[str]:
+    """Stored list items as strings (anything else only occurs in a tampered row: as JSON)."""
+    return [i if isinstance(i, str) else json.dumps(i) for i in items]
 
 
 def event_to_pb(event: EventRow) -> audit_service_pb2.AccessEvent:
@@ -278,8 +284,8 @@ def event_to_pb(event: EventRow) -> audit_service_pb2.AccessEvent:
         purpose=_pb_purpose(event.purpose),
         outcome=_pb_outcome(event.outcome),
         reason=event.reason,
-        tokens=event.tokens,
-        subject_ids=event.subject_ids,
+        tokens=_pb_strings(event.tokens),
+        subject_ids=_pb_strings(event.subject_ids),
         field_types=_pb_fields(event.field_types),
         reference=event.reference,
         request_id=event.request_id,
