@@ -298,3 +298,13 @@ async def test_concurrent_retries_register_once(stack: Stack) -> None:
     )
     assert all(r == replies[0] for r in replies)
     assert await stack.count(Person) == 1
+
+
+async def test_concurrent_retries_add_a_dependent_once(stack: Stack) -> None:
+    meta, _me, _subject = await registered(stack)
+    request = _dependent_request(people.person())
+    replies = await asyncio.gather(
+        *(stack.residents.AddDependent(request, metadata=meta) for _ in range(4))
+    )
+    assert all(r == replies[0] for r in replies)
+    assert await stack.count(Person) == 2

@@ -8,6 +8,8 @@ recomputation, and nothing is written for a rejected request.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from typing import Any
 
 import grpc
@@ -75,6 +77,9 @@ def _account(session: Session, principal: Principal) -> Account:
 def _register_precheck(
     session: Session, principal: Principal, request: pb.RegisterProfileRequest
 ) -> pb.RegisterProfileResponse | None:
+    # The account first: under READ COMMITTED each statement sees what committed before it, so
+    # once a concurrent first attempt's profile is seen, its replay record (same commit) is too.
+    has_profile = _account(session, principal).person_id is not None
     replay = idempotency.replay(
         session,
         principal.id,
@@ -85,7 +90,7 @@ def _register_precheck(
     )
     if replay is not None:
         return replay
-    if _account(session, principal).person_id is not None:
+    if has_profile:
         raise AlreadyExists("PROFILE_EXISTS", "this account already has a profile")
     return None
 
@@ -100,10 +105,12 @@ def _register(
     division: str,
     now: dt.datetime,
 ) -> pb.RegisterProfileResponse:
+    # Lock before deciding: a concurrent retry waits here for the first attempt to commit, and
+    # the checks below then see its profile and replay record.
+    account = session.get(Account, principal.id, with_for_update=True)
     replay = _register_precheck(session, principal, request)
     if replay is not None:
         return replay
-    account = session.get(Account, principal.id, with_for_update=True)
     assert account is not None
     person = person_by_id_token(session, stored.id_token)
     if person is None:
@@ -144,10 +151,29 @@ def _register(
 # -- AddDependent ----------------------------------------------------------------------------------
 
 
+def _new_dependent_id(
+    platform: Platform, principal: Principal, request: pb.AddDependentRequest
+) -> str:
+    """The new dependent's person id (its vault subject), the same for every retry of ``request``.
+
+    Concurrent retries then tokenize under one subject instead of racing for the ID number (the
+    losers would find it held by a subject that is no person yet). Keyed with the server secret:
+    the request holds personal data, and the id must not let anyone test guesses of it.
+    """
+    message = b"\0".join(
+        (b"AddDependent", principal.id.encode(), request.SerializeToString(deterministic=True))
+    )
+    return hmac.new(platform.secret, message, hashlib.sha256).hexdigest()[:32]
+
+
 def _dependent_precheck(
     session: Session, principal: Principal, request: pb.AddDependentRequest
 ) -> pb.AddDependentResponse | str:
     """A replayed response, or the caller's division (default division of the dependent)."""
+    me = own_person(session, principal)
+    full = len(dependents_of(session, principal.id, me.id)) >= MAX_DEPENDENTS
+    # Read after the dependents (see _register_precheck): a retry racing its first attempt
+    # that sees the new dependent also sees the replay record.
     replay = idempotency.replay(
         session,
         principal.id,
@@ -158,8 +184,7 @@ def _dependent_precheck(
     )
     if replay is not None:
         return replay
-    me = own_person(session, principal)
-    if len(dependents_of(session, principal.id, me.id)) >= MAX_DEPENDENTS:
+    if full:
         raise dependent_limit()
     return me.division_code
 
@@ -175,6 +200,8 @@ def _add_dependent(
     division: str,
     now: dt.datetime,
 ) -> pb.AddDependentResponse:
+    # Lock before deciding (see _register).
+    account = session.get(Account, principal.id, with_for_update=True)
     replay = idempotency.replay(
         session,
         principal.id,
@@ -185,7 +212,6 @@ def _add_dependent(
     )
     if replay is not None:
         return replay
-    account = session.get(Account, principal.id, with_for_update=True)
     me = own_person(session, principal)
     assert account is not None
     if len(dependents_of(session, account.id, me.id)) >= MAX_DEPENDENTS:
@@ -505,7 +531,9 @@ class ResidentService(pb_grpc.ResidentServiceServicer):
         if isinstance(pre, pb.AddDependentResponse):
             return pre
         division = division or pre
-        stored = await store_identity(self._p, ident, address, new_subject_id=new_id())
+        stored = await store_identity(
+            self._p, ident, address, new_subject_id=_new_dependent_id(self._p, principal, request)
+        )
         response: pb.AddDependentResponse = await self._write(
             _add_dependent,
             principal,
