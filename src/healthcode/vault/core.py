@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from typing import Any, NamedTuple, TypeVar
+from operator import itemgetter
+from typing import Final, TypeVar
 
 import structlog
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -75,13 +75,16 @@ class Tokenized:
     created: bool
 
 
-class Detokenized(NamedTuple):
-    """One detokenize result."""
+@dataclass(frozen=True)
+class Detokenized:
+    """A detokenize result: item ``i`` is ``tokens[i]``, its ``values[i]`` (masked when
+    ``masked[i]``) and ``field_types[i]``. Parallel lists: no object per item."""
 
-    token: str
-    value: str
-    masked: bool
-    field_type: FieldType
+    tokens: Sequence[str]
+    values: list[str]
+    masked: list[bool]
+    field_types: list[FieldType]
+    policy_version: int
 
 
 @dataclass(frozen=True)
@@ -94,14 +97,16 @@ class RewrapResult:
     min_decryption_version: int
 
 
-class TokenRow(NamedTuple):
-    """The columns of a token row that reads need (a tuple: built once per item on hot paths)."""
-
-    token: str
-    subject_id: str
-    ciphertext: bytes | None
-    masked: str | None
-    erased_at: int | None
+#: A ``tokens`` row as reads fetch it: (token, subject_id, ciphertext, masked, erased_at). A
+#: plain tuple, the driver's own: hot paths build no object per row.
+StoredToken = tuple[str, str, bytes | None, str | None, int | None]
+_SUBJECT: Final = 1
+_CIPHERTEXT: Final = 2
+_MASKED: Final = 3
+_ERASED: Final = 4
+_TOKEN = itemgetter(0)
+_ERASED_AT = itemgetter(_ERASED)
+_SUBJECT_OF = itemgetter(_SUBJECT)
 
 
 def _now() -> int:
@@ -118,7 +123,7 @@ class VaultCore:
         policy: PolicyStore,
         audit: AuditLog,
         *,
-        cache: DekCache,
+        cache: DekCache[AESGCM],
         max_batch: int = 1000,
         backend_check_interval: float = 1.0,
     ) -> None:
@@ -236,14 +241,18 @@ class VaultCore:
         if bad:
             raise invalid_fields(bad)
 
-    def _token_rows(self, wanted: Sequence[str]) -> dict[str, TokenRow]:
+    def _token_rows(self, wanted: Sequence[str]) -> dict[str, StoredToken]:
+        """Token -> its row (:data:`StoredToken`) for every token of ``wanted``.
+
+        NOT_FOUND naming the first unknown or erased token.
+        """
         unique = list(dict.fromkeys(wanted))
-        rows: dict[str, TokenRow] = {}
-        make = TokenRow._make
+        rows: dict[str, StoredToken] = {}
         with self.engine.connect() as conn:
             # The hot path of detokenization: a DB-API cursor and fetchall() skip SQLAlchemy's
             # statement compilation (hundreds of expanding parameters) and its per-row Row
-            # objects; only placeholders are interpolated into the SQL.
+            # objects; only placeholders are interpolated into the SQL. Rows stay the driver's
+            # tuples (no object per row).
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
@@ -254,11 +263,11 @@ class VaultCore:
                         f"WHERE token IN ({', '.join([mark] * len(chunk))})"
                     )
                     cursor.execute(sql, tuple(chunk))
-                    for row in cursor.fetchall():
-                        rows[row[0]] = make(row)
+                    fetched = cursor.fetchall()
+                    rows.update(zip(map(_TOKEN, fetched), fetched, strict=True))
             finally:
                 cursor.close()
-        if len(rows) == len(unique) and not any(r.erased_at is not None for r in rows.values()):
+        if len(rows) == len(unique) and not any(map(_ERASED_AT, rows.values())):
             return rows
         for i, token in enumerate(wanted):
             found = rows.get(token)
@@ -269,7 +278,7 @@ class VaultCore:
                     domain=DOMAIN,
                     metadata={"index": str(i), "token": token},
                 )
-            if found.erased_at is not None:
+            if found[_ERASED] is not None:
                 raise NotFound(
                     "TOKEN_ERASED",
                     f"tokens[{i}] was erased",
@@ -278,8 +287,8 @@ class VaultCore:
                 )
         return rows
 
-    def _data_keys(self, subject_ids: Sequence[str]) -> dict[str, bytes]:
-        """Data keys of live subjects: cached, else unwrapped in one backend batch."""
+    def _data_keys(self, subject_ids: Sequence[str]) -> dict[str, AESGCM]:
+        """Data keys of live subjects, as ciphers: cached, else unwrapped in one backend batch."""
         unique = list(dict.fromkeys(subject_ids))
         keys = self.cache.get_many(unique)
         if len(keys) == len(unique):
@@ -310,8 +319,9 @@ class VaultCore:
                 metadata={"subject_id": subject},
             ) from exc
         for subject_id, key in zip(order, plain, strict=True):
-            self.cache.put(subject_id, key)
-            keys[subject_id] = key
+            cipher = AESGCM(key)
+            self.cache.put(subject_id, cipher)
+            keys[subject_id] = cipher
         return keys
 
     # -- tokenize --------------------------------------------------------------------------------
@@ -377,7 +387,7 @@ class VaultCore:
         pairs = list(
             dict.fromkeys((it.field_type.value, b) for it, b in zip(items, bidx, strict=True))
         )
-        existing: dict[tuple[str, bytes], Any] = {}
+        existing: dict[tuple[str, bytes], StoredToken] = {}
         subjects = list(dict.fromkeys(it.subject_id for it in items))
         with self.engine.connect() as conn:
             # The HMAC input includes the field type, so bidx alone selects the candidates;
@@ -394,7 +404,7 @@ class VaultCore:
                 for row in conn.exec_driver_sql(sql, tuple(chunk)):
                     key = (row[1], bytes(row[3]))
                     if key in wanted:
-                        existing[key] = TokenRow(row[0], row[2], None, row[4], None)
+                        existing[key] = (row[0], row[2], None, row[4], None)
             subject_rows = {
                 row.subject_id: row
                 for row in conn.execute(
@@ -403,12 +413,12 @@ class VaultCore:
             }
         for i, (item, b) in enumerate(zip(items, bidx, strict=True)):
             held = existing.get((item.field_type.value, b))
-            if held is not None and held.subject_id != item.subject_id:
+            if held is not None and held[_SUBJECT] != item.subject_id:
                 raise FailedPrecondition(
                     "VALUE_HELD_BY_OTHER_SUBJECT",
                     f"items[{i}].value is already registered to another subject",
                     domain=DOMAIN,
-                    metadata={"index": str(i), "token": held.token},
+                    metadata={"index": str(i), "token": held[0]},
                     violations=[FieldViolation(f"items[{i}].value", "already registered")],
                 )
         erased = [s for s, r in subject_rows.items() if r.erased_at is not None]
@@ -433,7 +443,8 @@ class VaultCore:
         keys = self._data_keys(old_subjects) if old_subjects else {}
         fresh = {s: crypto.new_data_key() for s in new_subjects}
         wrapped = self._keys(lambda: self.backend.wrap(list(fresh.values()))) if fresh else []
-        keys.update(fresh)
+        fresh_ciphers = {s: AESGCM(k) for s, k in fresh.items()}
+        keys.update(fresh_ciphers)
         now = _now()
         results: list[Tokenized | None] = [None] * len(items)
         new_rows: dict[tuple[str, bytes], dict[str, object]] = {}
@@ -441,7 +452,7 @@ class VaultCore:
             key = (item.field_type.value, b)
             old = existing.get(key)
             if old is not None:
-                results[i] = Tokenized(old.token, old.masked or "", False)
+                results[i] = Tokenized(old[0], old[_MASKED] or "", False)
                 continue
             if key in new_rows:
                 results[i] = Tokenized(
@@ -494,8 +505,8 @@ class VaultCore:
                     request_id=request_id,
                 ),
             )
-        for s, k in fresh.items():
-            self.cache.put(s, k)
+        for s, cipher in fresh_ciphers.items():
+            self.cache.put(s, cipher)
         return done
 
     # -- lookup ----------------------------------------------------------------------------------
@@ -564,7 +575,7 @@ class VaultCore:
         purpose: Purpose | None,
         reference: str = "",
         request_id: str = "",
-    ) -> tuple[list[Detokenized], int]:
+    ) -> Detokenized:
         """Values behind tokens, as the policy allows for this caller and purpose.
 
         The policy is decided per item (through its field type); the ALLOWED event, carrying
@@ -597,7 +608,7 @@ class VaultCore:
             "field_types": tuple(f.value for f in decisions),
         }
 
-        def run() -> tuple[list[Detokenized], int]:
+        def run() -> Detokenized:
             denied = [f for f, a in decisions.items() if a is Access.DENY]
             if denied:
                 raise PermissionDenied(
@@ -609,55 +620,28 @@ class VaultCore:
                 )
             rows = self._token_rows(wanted)
             plain_types = {f for f, a in decisions.items() if a is Access.PLAIN}
-            keys: dict[str, AESGCM] = {}
-            if plain_types:
-                self.ensure_backend()
-                keys = {
-                    s: AESGCM(k)
-                    for s, k in self._data_keys(
-                        [
-                            rows[t].subject_id
-                            for t, f in zip(wanted, field_types, strict=True)
-                            if f in plain_types
-                        ]
-                    ).items()
-                }
-            # Plain items are decrypted in one pass; masked items take the stored masked form.
-            jobs: list[tuple[AESGCM, FieldType, str, str, bytes]] = []
-            plain_at: list[int] = []
-            for i, (token, ftype) in enumerate(zip(wanted, field_types, strict=True)):
-                if ftype not in plain_types:
-                    continue
-                row = rows[token]
-                aead = keys.get(row.subject_id)
-                if aead is None:
-                    raise NotFound(
-                        "TOKEN_ERASED",
-                        f"tokens[{i}] was erased",
-                        domain=DOMAIN,
-                        metadata={"index": str(i), "token": token},
-                    )
-                jobs.append((aead, ftype, token, row.subject_id, row.ciphertext or b""))
-                plain_at.append(i)
-            try:
-                plain = crypto.decrypt_values(jobs)
-            except crypto.IntegrityFailureAt as exc:
-                i = plain_at[exc.index]
-                log.error("vault.integrity.ciphertext", token=wanted[i])
-                raise DataLoss(
-                    "CIPHERTEXT_INTEGRITY_FAILURE",
-                    f"tokens[{i}]: stored ciphertext failed its integrity check",
-                    metadata={"index": str(i), "token": wanted[i]},
-                ) from exc
-            if len(plain) == len(wanted):
-                out = list(map(Detokenized, wanted, plain, repeat(False), field_types))
+            # Plain items are decrypted in one pass over parallel lists; masked items take the
+            # stored masked form.
+            if len(plain_types) == len(decisions):
+                plain_at: Sequence[int] = range(len(wanted))
+                plain_tokens, plain_types_of = wanted, field_types
             else:
-                values = iter(plain)
-                out = [
-                    Detokenized(t, next(values), False, f)
-                    if f in plain_types
-                    else Detokenized(t, rows[t].masked or "", True, f)
-                    for t, f in zip(wanted, field_types, strict=True)
+                plain_at = [i for i, f in enumerate(field_types) if f in plain_types]
+                plain_tokens = [wanted[i] for i in plain_at]
+                plain_types_of = [field_types[i] for i in plain_at]
+            plain = (
+                self._decrypt(rows, wanted, plain_at, plain_tokens, plain_types_of)
+                if plain_tokens
+                else []
+            )
+            if len(plain) == len(wanted):
+                values, masked = plain, [False] * len(wanted)
+            else:
+                decrypted = iter(plain)
+                masked = [f not in plain_types for f in field_types]
+                values = [
+                    (rows[t][_MASKED] or "") if m else next(decrypted)
+                    for t, m in zip(wanted, masked, strict=True)
                 ]
             self.audit.record(
                 self.engine,
@@ -666,13 +650,52 @@ class VaultCore:
                     caller_role=caller.role.value,
                     action=Action.DETOKENIZE,
                     outcome=Outcome.ALLOWED,
-                    subject_ids=tuple(dict.fromkeys(r.subject_id for r in rows.values())),
+                    subject_ids=tuple(dict.fromkeys(map(_SUBJECT_OF, rows.values()))),
                     **extra,  # type: ignore[arg-type]
                 ),
             )
-            return out, policy.version
+            return Detokenized(wanted, values, masked, field_types, policy.version)
 
         return self.audited(caller, Action.DETOKENIZE, run, **extra)
+
+    def _decrypt(
+        self,
+        rows: dict[str, StoredToken],
+        wanted: Sequence[str],
+        plain_at: Sequence[int],
+        plain_tokens: Sequence[str],
+        field_types: Sequence[FieldType],
+    ) -> list[str]:
+        """The values of ``plain_tokens`` (item ``k`` is ``wanted[plain_at[k]]``)."""
+        self.ensure_backend()
+        picked = [rows[t] for t in plain_tokens]
+        subjects = [r[_SUBJECT] for r in picked]
+        ciphers = self._data_keys(subjects)
+        aeads = list(map(ciphers.get, subjects))
+        if None in aeads:  # a subject erased after its token rows were read
+            i = plain_at[aeads.index(None)]
+            raise NotFound(
+                "TOKEN_ERASED",
+                f"tokens[{i}] was erased",
+                domain=DOMAIN,
+                metadata={"index": str(i), "token": wanted[i]},
+            )
+        try:
+            return crypto.decrypt_values(
+                aeads,  # type: ignore[arg-type] # no None left
+                field_types,
+                plain_tokens,
+                subjects,
+                [r[_CIPHERTEXT] or b"" for r in picked],
+            )
+        except crypto.IntegrityFailureAt as exc:
+            i = plain_at[exc.index]
+            log.error("vault.integrity.ciphertext", token=wanted[i])
+            raise DataLoss(
+                "CIPHERTEXT_INTEGRITY_FAILURE",
+                f"tokens[{i}]: stored ciphertext failed its integrity check",
+                metadata={"index": str(i), "token": wanted[i]},
+            ) from exc
 
     # -- mask ------------------------------------------------------------------------------------
 
@@ -683,7 +706,7 @@ class VaultCore:
 
         def run() -> list[tuple[str, str, FieldType]]:
             rows = self._token_rows(wanted)
-            out = [(t, rows[t].masked or "", token_field_type(t)) for t in wanted]
+            out = [(t, rows[t][_MASKED] or "", token_field_type(t)) for t in wanted]
             self.audit.record(
                 self.engine,
                 AuditRecord(

@@ -40,11 +40,12 @@ _AAD_PREFIX = {f: b"healthcode.vault.v1\x00" + f.value.encode() + b"\x00" for f 
 
 
 def encrypt_value(
-    dek: bytes, field_type: FieldType, token: str, subject_id: str, value: str
+    dek: bytes | AESGCM, field_type: FieldType, token: str, subject_id: str, value: str
 ) -> bytes:
-    """Encrypt one canonical value."""
+    """Encrypt one canonical value (``dek``: the data key, or a cipher holding it)."""
     nonce = os.urandom(12)
-    sealed = AESGCM(dek).encrypt(nonce, value.encode("utf-8"), _aad(field_type, token, subject_id))
+    aead = dek if isinstance(dek, AESGCM) else AESGCM(dek)
+    sealed = aead.encrypt(nonce, value.encode("utf-8"), _aad(field_type, token, subject_id))
     return _VERSION + nonce + sealed
 
 
@@ -71,17 +72,24 @@ class IntegrityFailureAt(IntegrityFailure):
 
 
 def decrypt_values(
-    jobs: Sequence[tuple[AESGCM, FieldType, str, str, bytes]],
+    aeads: Sequence[AESGCM],
+    field_types: Sequence[FieldType],
+    tokens: Sequence[str],
+    subject_ids: Sequence[str],
+    blobs: Sequence[bytes],
 ) -> list[str]:
     """Decrypt many values (the detokenize hot path): same checks as :func:`decrypt_value`.
 
-    Each job is ``(aead, field_type, token, subject_id, blob)``; the associated data is built
-    exactly as for single values. Raises :class:`IntegrityFailureAt` naming the first bad item.
+    Item ``i`` is ``blobs[i]`` under ``aeads[i]``, with the associated data of ``field_types[i]``,
+    ``tokens[i]`` and ``subject_ids[i]`` built exactly as for single values. Raises
+    :class:`IntegrityFailureAt` naming the first bad item.
     """
     out: list[str] = []
     append = out.append
     prefixes = _AAD_PREFIX
-    for index, (aead, field_type, token, subject_id, blob) in enumerate(jobs):
+    for index, (aead, field_type, token, subject_id, blob) in enumerate(
+        zip(aeads, field_types, tokens, subject_ids, blobs, strict=True)
+    ):
         if len(blob) < 29 or blob[0] != 1:  # 1 + nonce (12) + tag (16); version 0x01
             raise IntegrityFailureAt(index, "malformed ciphertext")
         try:
