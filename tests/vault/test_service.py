@@ -213,6 +213,29 @@ async def test_policy_denial_is_audited(vault_factory, backend: str, db: str) ->
     ]
     assert rows[0].reference == "CASE-2026/17"
     assert res[0].token in rows[1].tokens and rows[1].reason == "POLICY_DENIED"
+    # The client asks for columns; a plain request gets the same answer as one message per item.
+    stub, md = env.vault_stub(), bearer(env.platform_credential)
+    asked = vault_service_pb2.DetokenizeBatchRequest(
+        tokens=[res[0].token, res[1].token], purpose=vault_pb2.PURPOSE_CORRECTION_REVIEW
+    )
+    per_item = await stub.DetokenizeBatch(asked, metadata=md)
+    asked.columns = True
+    in_columns = await stub.DetokenizeBatch(asked, metadata=md)
+    assert not per_item.HasField("columns") and not in_columns.values
+    assert per_item.policy_version == in_columns.policy_version == 7
+    assert [(v.token, v.value, v.masked, v.field_type) for v in per_item.values] == list(
+        zip(
+            asked.tokens,
+            in_columns.columns.values,
+            in_columns.columns.masked,
+            in_columns.columns.field_types,
+            strict=True,
+        )
+    )
+    assert [v.field_type for v in per_item.values] == [
+        vault_pb2.FIELD_TYPE_ID_NUMBER,
+        vault_pb2.FIELD_TYPE_NAME,
+    ]
     # No value ever reaches the audit log.
     with env.db().connect() as conn:
         dump = " ".join(str(tuple(r)) for r in conn.execute(select(audit_events)))

@@ -244,7 +244,8 @@ class VaultClient:
 
     async def _detokenize(
         self, tokens: Sequence[str], purpose: Purpose | str, reference: str, request_id: str
-    ) -> vault_service_pb2.DetokenizeBatchResponse:
+    ) -> vault_service_pb2.DetokenizedColumns:
+        """The answer as columns (item ``i`` of each belongs to ``tokens[i]``)."""
         try:
             pb_purpose = PURPOSE_TO_PB[Purpose(purpose)]
         except ValueError:
@@ -259,7 +260,11 @@ class VaultClient:
                 ],
             ) from None
         request = vault_service_pb2.DetokenizeBatchRequest(
-            tokens=tokens, purpose=pb_purpose, reference=reference, request_id=request_id
+            tokens=tokens,
+            purpose=pb_purpose,
+            reference=reference,
+            request_id=request_id,
+            columns=True,
         )
         try:
             response: vault_service_pb2.DetokenizeBatchResponse = await self._stub.DetokenizeBatch(
@@ -267,7 +272,7 @@ class VaultClient:
             )
         except grpc.aio.AioRpcError as err:
             raise _translate(err) from None
-        return response
+        return response.columns
 
     async def detokenize_items(
         self,
@@ -278,10 +283,12 @@ class VaultClient:
         request_id: str = "",
     ) -> list[DetokenizedItem]:
         """Values (or masked values, as the policy says) with their type and masking flag."""
-        response = await self._detokenize(tokens, purpose, reference, request_id)
+        columns = await self._detokenize(tokens, purpose, reference, request_id)
         return [
-            DetokenizedItem(v.token, v.value, v.masked, _FIELD_FROM_PB[v.field_type])
-            for v in response.values
+            DetokenizedItem(t, v, m, _FIELD_FROM_PB[f])
+            for t, v, m, f in zip(
+                tokens, columns.values, columns.masked, columns.field_types, strict=True
+            )
         ]
 
     async def detokenize(
@@ -293,8 +300,7 @@ class VaultClient:
         request_id: str = "",
     ) -> list[str]:
         """Values behind tokens for a purpose (masked where the policy allows only that)."""
-        response = await self._detokenize(tokens, purpose, reference, request_id)
-        return [v.value for v in response.values]
+        return list((await self._detokenize(tokens, purpose, reference, request_id)).values)
 
     async def erase(
         self, subject_ids: Sequence[str], *, reference: str = "", request_id: str = ""

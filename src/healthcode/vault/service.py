@@ -155,15 +155,22 @@ class VaultServicer(_Base, vault_service_pb2_grpc.VaultServiceServicer):
         out = await self.run(
             lambda: self.core.detokenize(caller, tokens, purpose, request.reference, request_id)
         )
+        response = vault_service_pb2.DetokenizeBatchResponse(policy_version=out.policy_version)
+        field_types = map(FIELD_TO_PB.__getitem__, out.field_types)
+        if request.columns:  # three extends, no message per item
+            columns = response.columns
+            columns.values.extend(out.values)
+            columns.masked.extend(out.masked)
+            columns.field_types.extend(field_types)
+            return response
         # ``values.add`` fills the repeated field in place: about 2.5x faster than building
         # DetokenizedValue messages and copying them into the response (upb).
-        response = vault_service_pb2.DetokenizeBatchResponse(policy_version=out.policy_version)
         add = response.values.add
         for token, value, masked, field_type in zip(
             out.tokens,
             out.values,
             out.masked,
-            map(FIELD_TO_PB.__getitem__, out.field_types),
+            field_types,
             strict=True,
         ):
             add(token=token, value=value, masked=masked, field_type=field_type)

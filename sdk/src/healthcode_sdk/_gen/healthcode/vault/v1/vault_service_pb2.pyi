@@ -142,12 +142,17 @@ class DetokenizeBatchRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     purpose: _vault_pb2.Purpose.ValueType
     """Why the values are needed; the policy decides per field type whether this purpose is allowed."""
     reference: _builtins.str
     """An optional case or ticket reference recorded in the audit log; it must not contain personal data."""
     request_id: _builtins.str
     """An optional client request id recorded in the audit log."""
+    columns: _builtins.bool
+    """Answer in `DetokenizeBatchResponse.columns` instead of `values`: the same answer as three
+    aligned columns, which costs both sides far less than one message per item for large batches.
+    """
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The tokens to resolve (at most 1000)."""
@@ -159,10 +164,11 @@ class DetokenizeBatchRequest(_message.Message):
         purpose: _vault_pb2.Purpose.ValueType = ...,
         reference: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        columns: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose", "reference", b"reference", "request_id", b"request_id", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "purpose", b"purpose", "reference", b"reference", "request_id", b"request_id", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -210,25 +216,69 @@ class DetokenizeBatchResponse(_message.Message):
 
     VALUES_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     policy_version: _builtins.int
     """The version of the policy file that allowed the call."""
     @_builtins.property
     def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___DetokenizedValue]:
-        """The values, aligned with the request tokens."""
+        """The values, aligned with the request tokens (empty when the request asked for `columns`)."""
+
+    @_builtins.property
+    def columns(self) -> Global___DetokenizedColumns:
+        """The values as columns, when the request asked for them."""
 
     def __init__(
         self,
         *,
         values: _abc.Iterable[Global___DetokenizedValue] | None = ...,
         policy_version: _builtins.int = ...,
+        columns: Global___DetokenizedColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_version", b"policy_version", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "policy_version", b"policy_version", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DetokenizeBatchResponse: _TypeAlias = DetokenizeBatchResponse  # noqa: Y015
+
+@_typing.final
+class DetokenizedColumns(_message.Message):
+    """DetokenizedColumns is a detokenize answer in columns: item i of each column belongs to the
+    request's token i.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    MASKED_FIELD_NUMBER: _builtins.int
+    FIELD_TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The plaintext values, or their masked forms where `masked` is true."""
+
+    @_builtins.property
+    def masked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """True where the policy allows only the masked form for this caller, field and purpose."""
+
+    @_builtins.property
+    def field_types(self) -> _containers.RepeatedScalarFieldContainer[_vault_pb2.FieldType.ValueType]:
+        """The kind of value each token stands for."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+        masked: _abc.Iterable[_builtins.bool] | None = ...,
+        field_types: _abc.Iterable[_vault_pb2.FieldType.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_types", b"field_types", "masked", b"masked", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetokenizedColumns: _TypeAlias = DetokenizedColumns  # noqa: Y015
 
 @_typing.final
 class LookupByValueRequest(_message.Message):
