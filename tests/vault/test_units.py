@@ -231,3 +231,40 @@ def test_local_key_file_rotation_and_retirement(tmp_path) -> None:
         backend.unwrap([tampered])
     # The blind-index key is separate and stable across KEK rotation.
     assert backend.blind_index([b"x"]) == LocalBackend.open(path).blind_index([b"x"])
+
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    texts=st.lists(st.text(), min_size=7, max_size=7),
+    tokens=st.lists(_JSONISH, max_size=6),
+    subjects=st.lists(st.text(), max_size=3),
+    numbers=st.tuples(st.integers(0, 2**62), st.integers(0, 2**62), st.integers(0, 2**31)),
+)
+def test_canonical_content_is_the_sorted_key_json_of_the_whole_event(
+    texts: list[str], tokens: list[object], subjects: list[str], numbers: tuple[int, int, int]
+) -> None:
+    """The event hash covers exactly this JSON: the tokens splice must never change it."""
+    from healthcode.vault.audit import canonical_content, json_list
+
+    names = ["event_id", "caller", "caller_role", "action", "purpose", "outcome", "reason"]
+    doc: dict[str, object] = dict(zip(names, texts, strict=True))
+    doc |= {
+        "seq": numbers[0],
+        "occurred_at": numbers[1],
+        "policy_version": numbers[2],
+        "tokens": tokens,
+        "subject_ids": subjects,
+        "field_types": ["PHONE", "名字"],
+        "reference": "R-1",
+        "request_id": "",
+    }
+    whole = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    kwargs: dict = dict(doc)
+    assert canonical_content(**kwargs) == whole
+    assert canonical_content(**kwargs, tokens_json=json_list(tokens)) == whole
