@@ -526,7 +526,22 @@ class AuditLog:
         events' JSON token lists, run inside the database (no Python per token, and no GIL on
         SQLite). The audit service indexes before it searches; a background task keeps up.
         """
-        with self._index_lock, engine.begin() as conn:
+        with self._index_lock:
+            if not self._index_behind(engine):  # the usual idle tick: no write transaction
+                return 0
+            return self._index_step(engine, max_events)
+
+    @staticmethod
+    def _index_behind(engine: Engine) -> bool:
+        with engine.connect() as conn:
+            indexed = conn.execute(
+                select(audit_index_state.c.indexed_seq).where(audit_index_state.c.id == 1)
+            ).scalar_one()
+            head = conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar_one()
+        return int(head) > int(indexed)
+
+    def _index_step(self, engine: Engine, max_events: int) -> int:
+        with engine.begin() as conn:
             # Writing the state row first takes the index's write lock (SQLite) or row lock
             # (PostgreSQL), so concurrent indexers of several processes take turns.
             conn.execute(
