@@ -268,3 +268,22 @@ def test_canonical_content_is_the_sorted_key_json_of_the_whole_event(
     kwargs: dict = dict(doc)
     assert canonical_content(**kwargs) == whole
     assert canonical_content(**kwargs, tokens_json=json_list(tokens)) == whole
+
+
+def test_client_reads_per_item_answers_of_a_vault_without_columns() -> None:
+    """During a rolling upgrade an older vault ignores ``columns``; the client still reads it."""
+    from healthcode_sdk._gen.healthcode.vault.v1 import vault_pb2, vault_service_pb2
+
+    from healthcode.vault.client import columns_of
+
+    old = vault_service_pb2.DetokenizeBatchResponse(policy_version=3)
+    old.values.add(token="a", value="张三", masked=False, field_type=vault_pb2.FIELD_TYPE_NAME)
+    phone = vault_pb2.FIELD_TYPE_PHONE
+    old.values.add(token="b", value="139****0001", masked=True, field_type=phone)
+    got = columns_of(old)
+    assert list(got.values) == ["张三", "139****0001"]
+    assert list(got.masked) == [False, True]
+    assert list(got.field_types) == [vault_pb2.FIELD_TYPE_NAME, vault_pb2.FIELD_TYPE_PHONE]
+    new = vault_service_pb2.DetokenizeBatchResponse()
+    new.columns.values.append("x")
+    assert list(columns_of(new).values) == ["x"]

@@ -110,6 +110,20 @@ _FIELD_FROM_PB = {v: k for k, v in FIELD_TO_PB.items()}
 error_details_pb2: Any = importlib.import_module("google.rpc.error_details_pb2")
 
 
+def columns_of(
+    response: vault_service_pb2.DetokenizeBatchResponse,
+) -> vault_service_pb2.DetokenizedColumns:
+    """A DetokenizeBatch answer as columns, also from a vault that predates them (during a
+    rolling upgrade it ignores ``columns`` and answers one message per item)."""
+    if response.HasField("columns") or not response.values:
+        return response.columns
+    return vault_service_pb2.DetokenizedColumns(
+        values=[v.value for v in response.values],
+        masked=[v.masked for v in response.values],
+        field_types=[v.field_type for v in response.values],
+    )
+
+
 def _translate(err: grpc.aio.AioRpcError) -> ServiceError:
     code = err.code()
     reason = ""
@@ -272,7 +286,7 @@ class VaultClient:
             )
         except grpc.aio.AioRpcError as err:
             raise _translate(err) from None
-        return response.columns
+        return columns_of(response)
 
     async def detokenize_items(
         self,
