@@ -100,13 +100,14 @@ class RewrapResult:
 #: A ``tokens`` row as reads fetch it: (token, subject_id, ciphertext, masked, erased_at). A
 #: plain tuple, the driver's own: hot paths build no object per row.
 StoredToken = tuple[str, str, bytes | None, str | None, int | None]
+_TOKEN: Final = 0
 _SUBJECT: Final = 1
 _CIPHERTEXT: Final = 2
 _MASKED: Final = 3
 _ERASED: Final = 4
-_TOKEN = itemgetter(0)
-_ERASED_AT = itemgetter(_ERASED)
-_SUBJECT_OF = itemgetter(_SUBJECT)
+_token_of = itemgetter(_TOKEN)
+_erased_at_of = itemgetter(_ERASED)
+_subject_of = itemgetter(_SUBJECT)
 
 
 def _now() -> int:
@@ -264,10 +265,10 @@ class VaultCore:
                     )
                     cursor.execute(sql, tuple(chunk))
                     fetched = cursor.fetchall()
-                    rows.update(zip(map(_TOKEN, fetched), fetched, strict=True))
+                    rows.update(zip(map(_token_of, fetched), fetched, strict=True))
             finally:
                 cursor.close()
-        if len(rows) == len(unique) and not any(map(_ERASED_AT, rows.values())):
+        if len(rows) == len(unique) and not any(map(_erased_at_of, rows.values())):
             return rows
         for i, token in enumerate(wanted):
             found = rows.get(token)
@@ -418,7 +419,7 @@ class VaultCore:
                     "VALUE_HELD_BY_OTHER_SUBJECT",
                     f"items[{i}].value is already registered to another subject",
                     domain=DOMAIN,
-                    metadata={"index": str(i), "token": held[0]},
+                    metadata={"index": str(i), "token": held[_TOKEN]},
                     violations=[FieldViolation(f"items[{i}].value", "already registered")],
                 )
         erased = [s for s, r in subject_rows.items() if r.erased_at is not None]
@@ -452,7 +453,7 @@ class VaultCore:
             key = (item.field_type.value, b)
             old = existing.get(key)
             if old is not None:
-                results[i] = Tokenized(old[0], old[_MASKED] or "", False)
+                results[i] = Tokenized(old[_TOKEN], old[_MASKED] or "", False)
                 continue
             if key in new_rows:
                 results[i] = Tokenized(
@@ -650,7 +651,7 @@ class VaultCore:
                     caller_role=caller.role.value,
                     action=Action.DETOKENIZE,
                     outcome=Outcome.ALLOWED,
-                    subject_ids=tuple(dict.fromkeys(map(_SUBJECT_OF, rows.values()))),
+                    subject_ids=tuple(dict.fromkeys(map(_subject_of, rows.values()))),
                     **extra,  # type: ignore[arg-type]
                 ),
             )

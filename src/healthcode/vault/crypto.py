@@ -39,13 +39,16 @@ def _aad(field_type: FieldType, token: str, subject_id: str) -> bytes:
 _AAD_PREFIX = {f: b"healthcode.vault.v1\x00" + f.value.encode() + b"\x00" for f in FieldType}
 
 
+def _cipher(dek: bytes | AESGCM) -> AESGCM:
+    return dek if isinstance(dek, AESGCM) else AESGCM(dek)
+
+
 def encrypt_value(
     dek: bytes | AESGCM, field_type: FieldType, token: str, subject_id: str, value: str
 ) -> bytes:
     """Encrypt one canonical value (``dek``: the data key, or a cipher holding it)."""
     nonce = os.urandom(12)
-    aead = dek if isinstance(dek, AESGCM) else AESGCM(dek)
-    sealed = aead.encrypt(nonce, value.encode("utf-8"), _aad(field_type, token, subject_id))
+    sealed = _cipher(dek).encrypt(nonce, value.encode("utf-8"), _aad(field_type, token, subject_id))
     return _VERSION + nonce + sealed
 
 
@@ -55,9 +58,8 @@ def decrypt_value(
     """Decrypt one value; raises :class:`IntegrityFailure` when anything was changed."""
     if len(blob) < 1 + 12 + 16 or blob[:1] != _VERSION:
         raise IntegrityFailure("malformed ciphertext")
-    aead = dek if isinstance(dek, AESGCM) else AESGCM(dek)
     try:
-        plain = aead.decrypt(blob[1:13], blob[13:], _aad(field_type, token, subject_id))
+        plain = _cipher(dek).decrypt(blob[1:13], blob[13:], _aad(field_type, token, subject_id))
     except InvalidTag as exc:
         raise IntegrityFailure("ciphertext authentication failed") from exc
     return plain.decode("utf-8")
