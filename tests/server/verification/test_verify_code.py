@@ -336,3 +336,14 @@ def test_claims_helper_sanity() -> None:
         ),
     )
     assert decode_code(code).claims.issued_at == now
+
+
+async def test_concurrent_retries_of_an_offline_code_get_one_answer(stack: GateStack) -> None:
+    checkpoint = await stack.checkpoint("510402")
+    staff = await stack.staff(checkpoint, "510402")
+    here, _ = await stack.person("510402", managed=True)
+    request = code_pb.IssueOfflineCodeRequest(request_id="o-race", subject_id=here)
+    replies = await asyncio.gather(
+        *(stack.codes.IssueOfflineCode(request, metadata=staff.md) for _ in range(4))
+    )
+    assert len({r.code.code for r in replies}) == 1

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from google.protobuf.message import Message
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from healthcode.common.errors import FailedPrecondition, invalid
@@ -45,6 +46,13 @@ def _hash(request: Message) -> bytes:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
 
 
+def _take_turns(session: Session, caller_id: str, method: str, request_id: str) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256("\0".join((caller_id, method, request_id)).encode()).digest()
+    session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], signed=True))))
+
+
 def replay(  # noqa: PLR0917 - the key (caller, method, request id), the request, the type
     session: Session,
     caller_id: str,
@@ -53,9 +61,16 @@ def replay(  # noqa: PLR0917 - the key (caller, method, request id), the request
     request: Message,
     response_type: type[M],
 ) -> M | None:
-    """The stored response for a retried request, or None for a first attempt."""
+    """The stored response for a retried request, or None for a first attempt.
+
+    On PostgreSQL this first takes a transaction lock on the key, so attempts of one request
+    that run at the same time take turns: a later one waits for the first to commit and then
+    (READ COMMITTED: a new statement sees the commit) replays its answer instead of doing the
+    work again and failing on the record's primary key. SQLite writers already take turns.
+    """
     if not request_id:
         return None
+    _take_turns(session, caller_id, method, request_id)
     record = session.get(IdempotencyRecord, (caller_id, method, request_id))
     if record is None:
         return None
